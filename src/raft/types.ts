@@ -210,7 +210,12 @@ export type ProposeResult =
   | { readonly ok: true; readonly index: number; readonly term: number }
   | {
       readonly ok: false;
-      readonly code: 'NOT_LEADER' | 'TRANSFERRING' | 'PROPOSALS_FULL' | 'CONF_CHANGE_PENDING' | 'INVALID_CONF_CHANGE';
+      readonly code:
+        | 'NOT_LEADER'
+        | 'TRANSFERRING'
+        | 'PROPOSALS_FULL'
+        | 'CONF_CHANGE_PENDING'
+        | 'INVALID_CONF_CHANGE';
       readonly leader: NodeId | null;
     };
 
@@ -227,6 +232,8 @@ export interface RaftConfig {
   /** Appends in flight per follower in the replicate state (pipelining). */
   readonly inflightAppendsMax: number;
   readonly snapshotChunkBytesMax: number;
+  /** A follower refuses an incoming snapshot larger than this (it buffers the chunks in memory). */
+  readonly snapshotBytesMax: number;
   /** Proposals not yet committed that the leader accepts before it answers PROPOSALS_FULL. */
   readonly uncommittedEntriesMax: number;
   readonly pendingReadsMax: number;
