@@ -199,6 +199,12 @@ export class RaftNode {
     return true;
   }
 
+  /** The driver lost its link to `to`: appends in flight are gone, so go back to probing. */
+  reportUnreachable(to: NodeId): void {
+    const pr = this.progress.get(to);
+    if (this.role === 'leader' && pr !== undefined && pr.state === 'replicate') pr.becomeProbe();
+  }
+
   /** Asks for a linearizable read point; the answer comes in a later Ready's readStates or readFailures. */
   readIndex(context: string): void {
     if (this.role === 'leader') {
@@ -794,7 +800,8 @@ export class RaftNode {
     pr.recentActive = true;
     if (pr.state === 'probe') pr.probeSent = false;
     if (pr.state === 'snapshot') this.sendSnapshotChunk(m.from, pr);
-    else if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, pr, false);
+    // Empty if need be: an append lost in the replicate window is found only when the follower refuses one.
+    else if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, pr, true);
     if (m.readRound > pr.readRound) {
       pr.readRound = m.readRound;
       this.confirmReads();

@@ -1,0 +1,182 @@
+// Single-rule tests of the core on a lock-step cluster (perfect network, instant disk). The fault-injecting
+// simulator in test/sim covers the same rules under random schedules.
+
+import { describe, expect, it } from 'vitest';
+import { EntryType } from '../../src/raft/index.ts';
+import { bytes, LockstepCluster, text } from './harness.ts';
+
+const payloads = (c: LockstepCluster, id: string): string[] =>
+  c.get(id).applied.filter((e) => e.type === EntryType.normal).map((e) => text(e.data));
+
+describe('raft core', () => {
+  it('C1: a 3-node cluster elects one leader and replicates committed entries to all', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3']);
+    const leader = c.elect();
+    const leaders = [...c.members.values()].filter((m) => m.node.status().role === 'leader');
+    expect(leaders).toHaveLength(1);
+    for (let i = 0; i < 50; i++) expect(leader.propose(bytes(`e${i}`)).ok).toBe(true);
+    c.settle();
+    c.tick(2);
+    for (const id of ['n1', 'n2', 'n3']) expect(payloads(c, id)).toEqual(Array.from({ length: 50 }, (_, i) => `e${i}`));
+  });
+
+  it('C1: a new leader appends a no-op of its own term first', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3']);
+    const leader = c.elect();
+    const { term, lastIndex } = leader.status();
+    const last = leader.entries(lastIndex, lastIndex + 1)[0]!;
+    expect(last.type).toBe(EntryType.noop);
+    expect(last.term).toBe(term);
+  });
+
+  it('C1: a follower refuses proposals with NOT_LEADER and names the leader', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3']);
+    const leader = c.elect();
+    const follower = [...c.members.values()].find((m) => m.node !== leader)!.node;
+    expect(follower.propose(bytes('x'))).toEqual({ ok: false, code: 'NOT_LEADER', leader: leader.id });
+  });
+
+  it('C1: pre-vote — a node rejoining after a partition does not depose a healthy leader', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3']);
+    const leader = c.elect();
+    const { term } = leader.status();
+    const outsider = [...c.members.keys()].find((id) => id !== leader.id)!;
+    c.isolate(outsider);
+    c.tick(100); // the outsider times out again and again, but pre-votes never raise its term
+    expect(c.get(outsider).node.status().term).toBe(term);
+    c.heal();
+    c.tick(30);
+    expect(c.leader()?.id).toBe(leader.id);
+    expect(leader.status().term).toBe(term);
+  });
+
+  it('C1: check-quorum — a leader cut off from a majority steps down', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3']);
+    const leader = c.elect();
+    c.isolate(leader.id);
+    c.tick(25);
+    expect(leader.status().role).toBe('follower');
+    const others = [...c.members.values()].filter((m) => m.node !== leader).map((m) => m.node.status().role);
+    expect(others).toContain('leader');
+  });
+
+  it('C3: a restarted node keeps its term, vote and log, and catches up', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3']);
+    const leader = c.elect();
+    for (let i = 0; i < 10; i++) leader.propose(bytes(`a${i}`));
+    c.settle();
+    const victim = [...c.members.keys()].find((id) => id !== leader.id)!;
+    const before = c.get(victim).node.status();
+    c.restart(victim);
+    const after = c.get(victim).node.status();
+    expect(after.term).toBe(before.term);
+    expect(after.lastIndex).toBe(before.lastIndex);
+    c.tick(3);
+    expect(payloads(c, victim)).toEqual(Array.from({ length: 10 }, (_, i) => `a${i}`));
+  });
+
+  it('C4: a follower behind the compaction point catches up from a snapshot sent in chunks', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3'], 7, { snapshotChunkBytesMax: 16 });
+    const leader = c.elect();
+    const lagging = [...c.members.keys()].find((id) => id !== leader.id)!;
+    c.isolate(lagging);
+    for (let i = 0; i < 40; i++) leader.propose(bytes(`s${i}`));
+    c.settle();
+    c.tick(1);
+    const applied = leader.status().applied;
+    const state = bytes(payloads(c, leader.id).join(','));
+    leader.createSnapshot(applied, state, 0);
+    expect(leader.status().firstIndex).toBe(applied + 1);
+    c.heal();
+    c.tick(5);
+    const m = c.get(lagging);
+    expect(m.durable.snapshot.meta.index).toBe(applied);
+    expect(text(m.durable.snapshot.data)).toBe(text(state));
+    expect(m.node.status().commit).toBe(leader.status().commit);
+  });
+
+  it('C2: leadership transfer hands over to a caught-up follower with TimeoutNow', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3']);
+    const leader = c.elect();
+    const target = [...c.members.keys()].find((id) => id !== leader.id)!;
+    expect(leader.transferLeadership(target)).toBe(true);
+    c.settle();
+    expect(c.leader()?.id).toBe(target);
+    expect(leader.status().role).toBe('follower');
+  });
+
+  it('S15: ReadIndex confirms leadership with a quorum and returns an index ≥ the commit at request time', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3']);
+    const leader = c.elect();
+    leader.propose(bytes('r'));
+    c.settle();
+    const commit = leader.status().commit;
+    leader.readIndex('ctx-1');
+    const follower = [...c.members.keys()].find((id) => id !== leader.id)!;
+    c.get(follower).node.readIndex('ctx-2');
+    c.settle();
+    expect(c.get(leader.id).readStates).toEqual([{ context: 'ctx-1', index: commit }]);
+    expect(c.get(follower).readStates).toEqual([{ context: 'ctx-2', index: commit }]);
+  });
+
+  it('S15: ReadIndex on a leader cut off from the quorum is never confirmed', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3']);
+    const leader = c.elect();
+    c.isolate(leader.id);
+    leader.readIndex('stale');
+    c.tick(3);
+    expect(c.get(leader.id).readStates).toEqual([]);
+  });
+
+  it('C5: a learner catches up, is promoted to voter, and a voter can be removed', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3']);
+    const leader = c.elect();
+    for (let i = 0; i < 5; i++) leader.propose(bytes(`m${i}`));
+    c.settle();
+    c.tick(1);
+    const learner = c.add('n4', []);
+    learner.durable.snapshot = { ...learner.durable.snapshot, meta: { index: 0, term: 0, conf: { voters: [], learners: [] } } };
+    c.restart('n4');
+    expect(leader.proposeConfChange({ type: 'addVoter', node: 'n4' })).toMatchObject({ ok: false, code: 'INVALID_CONF_CHANGE' });
+    expect(leader.proposeConfChange({ type: 'addLearner', node: 'n4' }).ok).toBe(true);
+    expect(leader.proposeConfChange({ type: 'remove', node: 'n2' })).toMatchObject({ ok: false, code: 'CONF_CHANGE_PENDING' });
+    c.settle();
+    c.tick(3);
+    expect(leader.status().conf.learners).toEqual(['n4']);
+    expect(payloads(c, 'n4')).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
+    expect(leader.proposeConfChange({ type: 'addVoter', node: 'n4' }).ok).toBe(true);
+    c.settle();
+    c.tick(3);
+    expect(leader.status().conf.voters).toEqual(['n1', 'n2', 'n3', 'n4']);
+    const removed = ['n1', 'n2', 'n3'].find((id) => id !== leader.id)!;
+    expect(leader.proposeConfChange({ type: 'remove', node: removed }).ok).toBe(true);
+    c.settle();
+    c.tick(3);
+    expect(leader.status().conf.voters).not.toContain(removed);
+    expect(leader.propose(bytes('after')).ok).toBe(true);
+    c.settle();
+    c.tick(2);
+    expect(payloads(c, 'n4').at(-1)).toBe('after');
+  });
+
+  it('C5: a membership change right after an election waits for the new leader’s no-op to apply', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3']);
+    const leader = c.get('n1').node;
+    leader.campaign();
+    // Becomes leader as soon as votes arrive; before the no-op commits and applies, no change may start.
+    c.settle();
+    expect(leader.status().role).toBe('leader');
+    const applied = leader.status().applied;
+    expect(applied).toBeGreaterThanOrEqual(leader.status().lastIndex);
+    expect(leader.proposeConfChange({ type: 'addLearner', node: 'n9' }).ok).toBe(true);
+  });
+
+  it('C1: a leader refuses proposals past the uncommitted bound with PROPOSALS_FULL', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3'], 1, { uncommittedEntriesMax: 5 });
+    const leader = c.elect();
+    c.isolate(leader.id);
+    const results = Array.from({ length: 8 }, () => leader.propose(bytes('x')));
+    expect(results.filter((r) => r.ok)).toHaveLength(5);
+    expect(results.at(-1)).toMatchObject({ ok: false, code: 'PROPOSALS_FULL' });
+  });
+});
