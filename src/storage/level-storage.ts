@@ -1,0 +1,721 @@
+// Durable Raft storage on LevelDB: the log, the hard state and the latest snapshot of one node.
+//
+// The driver hands us step 2 of the Ready contract (src/raft/types.ts) through `persist()`; every call
+// becomes one atomic LevelDB batch written with `sync: true`. Calls that arrive while a batch is being
+// written are coalesced into the next batch (group commit), so a busy node pays one fsync per batch of
+// Readies, never one per entry. Reads happen only in `load()`, at start: the core keeps the live log in
+// memory, so nothing on the hot path waits for a disk read.
+//
+// Key layout: see keys.ts. Record format and checksum: see records.ts.
+
+import { crc32 } from 'node:zlib';
+import { Level } from 'level';
+import { Packr } from 'msgpackr';
+import { assert } from '../assert.ts';
+import type { ConfState, Entry, EntryType, HardState, PersistentState, Snapshot } from '../raft/types.ts';
+import {
+  StorageClosedError,
+  StorageCorruptionError,
+  StorageUnsupportedFormatError,
+  StorageWriteFailedError,
+} from './errors.ts';
+import {
+  chunkKey,
+  chunkKeyParts,
+  describeKey,
+  entryKey,
+  entryKeyIndex,
+  formatKey,
+  hardStateKey,
+  KeyPrefix,
+  prefixRange,
+  snapshotMetaKey,
+} from './keys.ts';
+import { storageLimits } from './limits.ts';
+import { decodeRecord, encodeRecord } from './records.ts';
+
+/** Bumped when the key layout or a record's payload shape changes incompatibly. */
+export const storageLayoutVersion = 1;
+
+export interface LevelStorageOptions {
+  /**
+   * fsync every batch before its promise resolves. Default true, and it must stay true wherever C3
+   * (durability across `kill -9`) matters; turning it off is for throwaway benchmarks only.
+   */
+  readonly sync?: boolean;
+}
+
+/** Step 2 of the Ready contract; a `Ready` can be passed as it is. */
+export interface PersistRequest {
+  /** A snapshot received from the leader: it replaces the stored snapshot and the whole stored log. */
+  readonly snapshot: Snapshot | null;
+  /** New entries; anything stored at or after the first one's index is replaced. */
+  readonly entries: readonly Entry[];
+  readonly hardState: HardState | null;
+}
+
+export interface LevelStorageStats {
+  /** LevelDB batches written; each is one fsync when `sync` is on. */
+  readonly batchesWritten: number;
+  readonly syncsWritten: number;
+  /** persist / saveSnapshot / compact calls made durable. */
+  readonly callsWritten: number;
+  readonly bytesWritten: number;
+  /** Calls waiting for a batch (not counting the batch in flight). */
+  readonly callsQueued: number;
+  readonly bytesQueued: number;
+}
+
+/** Where the stored log stands once every queued write has landed. */
+export interface LevelStorageInfo {
+  readonly snapshotIndex: number;
+  readonly snapshotTerm: number;
+  /** Lowest entry index on disk; `lastIndex + 1` when no entry is stored. */
+  readonly firstEntryIndex: number;
+  /** Last log index, counting the snapshot: `snapshotIndex` when no entry follows it. */
+  readonly lastIndex: number;
+  readonly entriesStored: number;
+  readonly hardState: HardState;
+}
+
+/** The stored shape of the snapshot meta record: `SnapshotMeta` plus how to find and check its data. */
+interface StoredSnapshotMeta {
+  readonly index: number;
+  readonly term: number;
+  readonly conf: ConfState;
+  readonly totalBytes: number;
+  readonly chunkCount: number;
+  /** CRC-32 of the whole data: catches a chunk that is missing, though each chunk checks out alone. */
+  readonly dataCrc: number;
+}
+
+type BatchOp =
+  | { readonly type: 'put'; readonly key: Uint8Array; readonly value: Uint8Array }
+  | { readonly type: 'del'; readonly key: Uint8Array };
+
+interface Waiter {
+  readonly resolve: () => void;
+  readonly reject: (error: Error) => void;
+}
+
+interface PendingBatch {
+  readonly ops: BatchOp[];
+  bytes: number;
+  calls: number;
+  readonly waiters: Waiter[];
+}
+
+interface Projection {
+  hardState: HardState;
+  snapshotIndex: number;
+  snapshotTerm: number;
+  snapshotChunkCount: number;
+  /** Stored entries are exactly [firstEntryIndex, lastIndex]; empty when first > last. */
+  firstEntryIndex: number;
+  lastIndex: number;
+}
+
+type Phase = 'unloaded' | 'empty' | 'ready';
+
+const entryTypes: ReadonlySet<number> = new Set([0, 1, 2]);
+
+export class LevelStorage {
+  private readonly db: Level<Uint8Array, Uint8Array>;
+  private readonly sync: boolean;
+  // Plain MessagePack maps, no record extension: what we write must decode without shared state,
+  // by this process after a restart or by a future version.
+  private readonly packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+  private phase: Phase = 'unloaded';
+  /**
+   * The stored state as it will be once every queued batch is written. Writes are planned against
+   * it synchronously, at call time, which is what lets later calls join a batch without reading disk.
+   */
+  private projection: Projection | null = null;
+  private readonly queue: PendingBatch[] = [];
+  private inFlight: PendingBatch | null = null;
+  private draining = false;
+  private idleWaiters: (() => void)[] = [];
+  private failure: StorageWriteFailedError | null = null;
+  private closing = false;
+  private counters = { batchesWritten: 0, syncsWritten: 0, callsWritten: 0, bytesWritten: 0 };
+
+  private constructor(db: Level<Uint8Array, Uint8Array>, sync: boolean) {
+    this.db = db;
+    this.sync = sync;
+  }
+
+  /** Opens (creating if missing) the LevelDB directory. LevelDB's lock file keeps a second process out. */
+  static async open(dir: string, options: LevelStorageOptions = {}): Promise<LevelStorage> {
+    const db = new Level<Uint8Array, Uint8Array>(dir, {
+      keyEncoding: 'view',
+      valueEncoding: 'view',
+      createIfMissing: true,
+    });
+    await db.open();
+    return new LevelStorage(db, options.sync ?? true);
+  }
+
+  /**
+   * Crash recovery: the hard state, the latest snapshot and the contiguous entries after it, every
+   * record verified. Returns null for a directory that was never bootstrapped; call `bootstrap()` then.
+   * Throws `StorageCorruptionError` or `StorageUnsupportedFormatError` rather than return a state that
+   * differs from what was acknowledged.
+   */
+  async load(): Promise<PersistentState | null> {
+    assert(this.phase === 'unloaded', `storage: load() called in phase ${this.phase}`);
+    this.checkOpen();
+    const formatRecord = await this.db.get(formatKey);
+    if (formatRecord === undefined) {
+      for await (const key of this.db.keys({ limit: 1 })) {
+        throw new StorageCorruptionError({
+          record: describeKey(key),
+          key,
+          detail: 'data present without a format record',
+        });
+      }
+      this.phase = 'empty';
+      return null;
+    }
+    const format = this.unpackRecord(formatKey, formatRecord);
+    const layoutVersion = isRecord(format) ? format.layoutVersion : undefined;
+    if (layoutVersion !== storageLayoutVersion) {
+      throw new StorageUnsupportedFormatError(
+        `storage: layout version ${String(layoutVersion)} in ${this.db.location}; this build reads ${storageLayoutVersion}`,
+      );
+    }
+
+    const hardState = parseHardState(
+      hardStateKey,
+      this.unpackRecord(hardStateKey, await this.require(hardStateKey)),
+    );
+    const meta = parseSnapshotMeta(
+      snapshotMetaKey,
+      this.unpackRecord(snapshotMetaKey, await this.require(snapshotMetaKey)),
+    );
+    const snapshotData = await this.loadSnapshotData(meta);
+    const { entries, firstEntryIndex } = await this.loadEntries(meta);
+    await this.rejectUnknownKeys();
+
+    const lastIndex = entries.length === 0 ? meta.index : entries[entries.length - 1]!.index;
+    if (hardState.commit > lastIndex) {
+      throw new StorageCorruptionError({
+        record: 'hard state',
+        key: hardStateKey,
+        detail: `commit ${hardState.commit} is past the last stored index ${lastIndex}: acknowledged entries are missing`,
+      });
+    }
+    this.projection = {
+      hardState,
+      snapshotIndex: meta.index,
+      snapshotTerm: meta.term,
+      snapshotChunkCount: meta.chunkCount,
+      firstEntryIndex,
+      lastIndex,
+    };
+    this.phase = 'ready';
+    return {
+      hardState,
+      snapshot: { meta: { index: meta.index, term: meta.term, conf: meta.conf }, data: snapshotData },
+      entries,
+    };
+  }
+
+  /**
+   * First boot of an empty directory: writes the format record, an empty hard state and the initial
+   * membership as the snapshot at index 0, durably, and returns that state.
+   */
+  async bootstrap(conf: ConfState): Promise<PersistentState> {
+    assert(this.phase === 'empty', `storage: bootstrap() needs an empty directory (phase ${this.phase})`);
+    assert(conf.voters.length > 0, 'storage: bootstrap needs at least one voter');
+    const hardState: HardState = { term: 0, vote: null, commit: 0 };
+    const snapshot: Snapshot = { meta: { index: 0, term: 0, conf }, data: new Uint8Array(0) };
+    this.projection = {
+      hardState,
+      snapshotIndex: 0,
+      snapshotTerm: 0,
+      snapshotChunkCount: 0,
+      firstEntryIndex: 1,
+      lastIndex: 0,
+    };
+    this.phase = 'ready';
+    const ops: BatchOp[] = [this.put(formatKey, this.packr.pack({ layoutVersion: storageLayoutVersion }))];
+    this.planSnapshot(ops, snapshot);
+    ops.push(this.put(hardStateKey, this.packHardState(hardState)));
+    await this.enqueue(ops);
+    return { hardState, snapshot, entries: [] };
+  }
+
+  /**
+   * Step 2 of the Ready contract as one atomic, synced batch: the snapshot (replacing the stored one and
+   * the whole stored log, as the core's `RaftLog.restore` does), then the entries (replacing anything at
+   * or after the first one's index), then the hard state. Resolves once all of it is durable; calls
+   * resolve in call order. Never call it for entries the core has not handed out.
+   */
+  persist(request: PersistRequest): Promise<void> {
+    const failed = this.refuse();
+    if (failed) return failed;
+    const projection = this.ready();
+    const ops: BatchOp[] = [];
+    if (request.snapshot !== null) {
+      const { index } = request.snapshot.meta;
+      this.planDeleteEntries(ops, projection.firstEntryIndex, projection.lastIndex);
+      this.planSnapshot(ops, request.snapshot);
+      projection.firstEntryIndex = index + 1;
+      projection.lastIndex = index;
+    }
+    if (request.entries.length > 0) this.planEntries(ops, request.entries);
+    if (request.hardState !== null) {
+      this.checkHardState(request.hardState);
+      ops.push(this.put(hardStateKey, this.packHardState(request.hardState)));
+      projection.hardState = request.hardState;
+    }
+    return this.enqueue(ops);
+  }
+
+  /**
+   * Stores a snapshot the application took at an applied index, replacing the previous one. With
+   * `compact: true` the entries it covers are dropped in the same atomic batch (what the simulator's
+   * MemoryStorage does with `compactTo`); without, the log is left alone and `compact(index)` can drop
+   * them later, for a node that keeps a tail of entries for slow followers.
+   */
+  saveSnapshot(snapshot: Snapshot, options: { readonly compact?: boolean } = {}): Promise<void> {
+    const failed = this.refuse();
+    if (failed) return failed;
+    const projection = this.ready();
+    const { index } = snapshot.meta;
+    assert(
+      index <= projection.hardState.commit,
+      `storage: snapshot at ${index} is past the durable commit ${projection.hardState.commit}`,
+    );
+    const ops: BatchOp[] = [];
+    this.planSnapshot(ops, snapshot);
+    if (options.compact === true) this.planCompaction(ops, index);
+    return this.enqueue(ops);
+  }
+
+  /** Drops stored entries ≤ index. They must be covered by the stored snapshot. */
+  compact(index: number): Promise<void> {
+    const failed = this.refuse();
+    if (failed) return failed;
+    this.ready();
+    const ops: BatchOp[] = [];
+    this.planCompaction(ops, index);
+    return this.enqueue(ops);
+  }
+
+  info(): LevelStorageInfo {
+    const projection = this.ready();
+    return {
+      snapshotIndex: projection.snapshotIndex,
+      snapshotTerm: projection.snapshotTerm,
+      firstEntryIndex: projection.firstEntryIndex,
+      lastIndex: projection.lastIndex,
+      entriesStored: Math.max(0, projection.lastIndex - projection.firstEntryIndex + 1),
+      hardState: projection.hardState,
+    };
+  }
+
+  stats(): LevelStorageStats {
+    let callsQueued = 0;
+    let bytesQueued = 0;
+    for (const batch of this.queue) {
+      callsQueued += batch.calls;
+      bytesQueued += batch.bytes;
+    }
+    return { ...this.counters, callsQueued, bytesQueued };
+  }
+
+  /** Waits for queued writes to land, then closes LevelDB. Later calls reject with `StorageClosedError`. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.draining) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    await this.db.close();
+  }
+
+  // ---- planning writes (synchronous, against the projection) ----
+
+  private planEntries(ops: BatchOp[], entries: readonly Entry[]): void {
+    const projection = this.projection!;
+    const first = entries[0]!.index;
+    const lastNew = first + entries.length - 1;
+    assert(
+      first > projection.snapshotIndex,
+      `storage: entry ${first} is covered by snapshot ${projection.snapshotIndex}`,
+    );
+    assert(
+      first <= projection.lastIndex + 1,
+      `storage: entry ${first} leaves a gap after ${projection.lastIndex}`,
+    );
+    if (first <= projection.lastIndex) {
+      // A new leader overwrote our tail; the Raft core never truncates committed entries.
+      assert(
+        first > projection.hardState.commit,
+        `storage: truncating at ${first} would drop committed entries (commit ${projection.hardState.commit})`,
+      );
+      this.planDeleteEntries(ops, lastNew + 1, projection.lastIndex);
+    }
+    let previousTerm = 0;
+    for (let k = 0; k < entries.length; k++) {
+      const entry = entries[k]!;
+      assert(
+        entry.index === first + k,
+        `storage: entries not contiguous at ${entry.index} (expected ${first + k})`,
+      );
+      assert(
+        Number.isSafeInteger(entry.term) && entry.term >= 1,
+        `storage: entry ${entry.index} has term ${entry.term}`,
+      );
+      assert(
+        entry.term >= previousTerm,
+        `storage: entry ${entry.index} term ${entry.term} after term ${previousTerm}`,
+      );
+      assert(entryTypes.has(entry.type), `storage: entry ${entry.index} has type ${entry.type}`);
+      assert(entry.data instanceof Uint8Array, `storage: entry ${entry.index} data is not a Uint8Array`);
+      previousTerm = entry.term;
+      const key = entryKey(entry.index);
+      ops.push(this.put(key, this.packr.pack([entry.index, entry.term, entry.type, entry.data])));
+    }
+    if (projection.firstEntryIndex > projection.lastIndex) projection.firstEntryIndex = first;
+    projection.lastIndex = lastNew;
+  }
+
+  private planCompaction(ops: BatchOp[], index: number): void {
+    const projection = this.projection!;
+    assert(Number.isSafeInteger(index) && index >= 0, `storage: compact(${index}) needs an index`);
+    assert(
+      index <= projection.snapshotIndex,
+      `storage: compacting to ${index} would drop entries past the snapshot at ${projection.snapshotIndex}`,
+    );
+    this.planDeleteEntries(ops, projection.firstEntryIndex, Math.min(index, projection.lastIndex));
+    projection.firstEntryIndex = Math.max(projection.firstEntryIndex, index + 1);
+  }
+
+  private planDeleteEntries(ops: BatchOp[], from: number, to: number): void {
+    for (let index = from; index <= to; index++) ops.push({ type: 'del', key: entryKey(index) });
+  }
+
+  /** Replaces the stored snapshot: new chunks and meta in, the previous snapshot's chunks out. */
+  private planSnapshot(ops: BatchOp[], snapshot: Snapshot): void {
+    const projection = this.projection!;
+    const { meta, data } = snapshot;
+    assert(
+      meta.index === 0
+        ? projection.snapshotIndex === 0 && projection.lastIndex === 0
+        : meta.index > projection.snapshotIndex,
+      `storage: snapshot at ${meta.index} does not follow the stored snapshot at ${projection.snapshotIndex}`,
+    );
+    assert(Number.isSafeInteger(meta.term) && meta.term >= 0, `storage: snapshot term ${meta.term}`);
+    assert(data instanceof Uint8Array, 'storage: snapshot data is not a Uint8Array');
+    assert(
+      data.byteLength <= storageLimits.snapshotBytesMax,
+      `storage: snapshot of ${data.byteLength} bytes exceeds snapshotBytesMax`,
+    );
+    for (let chunk = 0; chunk < projection.snapshotChunkCount; chunk++) {
+      ops.push({ type: 'del', key: chunkKey(projection.snapshotIndex, chunk) });
+    }
+    const chunkBytes = storageLimits.snapshotChunkBytes;
+    const chunkCount = Math.ceil(data.byteLength / chunkBytes);
+    for (let chunk = 0; chunk < chunkCount; chunk++) {
+      const piece = data.subarray(chunk * chunkBytes, Math.min(data.byteLength, (chunk + 1) * chunkBytes));
+      ops.push(this.put(chunkKey(meta.index, chunk), piece));
+    }
+    const stored: StoredSnapshotMeta = {
+      index: meta.index,
+      term: meta.term,
+      conf: { voters: [...meta.conf.voters], learners: [...meta.conf.learners] },
+      totalBytes: data.byteLength,
+      chunkCount,
+      dataCrc: crc32(data),
+    };
+    ops.push(this.put(snapshotMetaKey, this.packr.pack(stored)));
+    projection.snapshotIndex = meta.index;
+    projection.snapshotTerm = meta.term;
+    projection.snapshotChunkCount = chunkCount;
+  }
+
+  private checkHardState(next: HardState): void {
+    const previous = this.projection!.hardState;
+    assert(
+      Number.isSafeInteger(next.term) && next.term >= previous.term,
+      `storage: term ${next.term} after ${previous.term}`,
+    );
+    // Two different votes in one term is exactly the double vote that breaks election safety.
+    assert(
+      next.term > previous.term || previous.vote === null || next.vote === previous.vote,
+      `storage: vote changed from ${previous.vote} to ${next.vote} within term ${next.term}`,
+    );
+    assert(
+      Number.isSafeInteger(next.commit) && next.commit >= 0 && next.commit <= this.projection!.lastIndex,
+      `storage: commit ${next.commit} past the last index ${this.projection!.lastIndex}`,
+    );
+  }
+
+  private packHardState(hardState: HardState): Uint8Array {
+    return this.packr.pack({ term: hardState.term, vote: hardState.vote, commit: hardState.commit });
+  }
+
+  private put(key: Uint8Array, payload: Uint8Array): BatchOp {
+    return { type: 'put', key, value: encodeRecord(key, payload) };
+  }
+
+  // ---- group commit ----
+
+  private refuse(): Promise<never> | null {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    if (this.closing) return Promise.reject(new StorageClosedError('storage: closed'));
+    return null;
+  }
+
+  private ready(): Projection {
+    assert(
+      this.phase === 'ready' && this.projection !== null,
+      `storage: used before load()/bootstrap() (${this.phase})`,
+    );
+    return this.projection;
+  }
+
+  private checkOpen(): void {
+    if (this.closing) throw new StorageClosedError('storage: closed');
+  }
+
+  /**
+   * Queues one call's operations. They always go into a single batch (a call is atomic); calls join the
+   * newest waiting batch until it holds `batchBytesMax`.
+   */
+  private enqueue(ops: readonly BatchOp[]): Promise<void> {
+    let bytes = 0;
+    for (const op of ops) bytes += op.key.byteLength + (op.type === 'put' ? op.value.byteLength : 0);
+    if (ops.length === 0) {
+      // Nothing to write, but "resolves when durable" must still mean "after everything before it".
+      const tail = this.queue.at(-1) ?? this.inFlight;
+      if (tail === null) return Promise.resolve();
+      return new Promise((resolve, reject) => tail.waiters.push({ resolve, reject }));
+    }
+    let batch = this.queue.at(-1);
+    if (batch === undefined || batch.bytes + bytes > storageLimits.batchBytesMax) {
+      batch = { ops: [], bytes: 0, calls: 0, waiters: [] };
+      this.queue.push(batch);
+    }
+    for (const op of ops) batch.ops.push(op);
+    batch.bytes += bytes;
+    batch.calls += 1;
+    const target = batch;
+    const done = new Promise<void>((resolve, reject) => target.waiters.push({ resolve, reject }));
+    if (!this.draining) {
+      this.draining = true;
+      // A microtask, not a write right now: calls made in the same turn share the first batch too.
+      queueMicrotask(() => void this.drain());
+    }
+    return done;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue.shift()!;
+      this.inFlight = batch;
+      try {
+        await this.db.batch(batch.ops, { sync: this.sync });
+      } catch (cause) {
+        this.inFlight = null;
+        this.fail(batch, cause);
+        return;
+      }
+      this.inFlight = null;
+      this.counters.batchesWritten += 1;
+      if (this.sync) this.counters.syncsWritten += 1;
+      this.counters.callsWritten += batch.calls;
+      this.counters.bytesWritten += batch.bytes;
+      for (const waiter of batch.waiters) waiter.resolve();
+    }
+    this.finishDrain();
+  }
+
+  /** A failed write leaves the disk in an unknown state: fail this and every later call, for good. */
+  private fail(batch: PendingBatch, cause: unknown): void {
+    this.failure = new StorageWriteFailedError(`storage: batch write failed in ${this.db.location}`, {
+      cause,
+    });
+    const failed = [batch, ...this.queue.splice(0)];
+    for (const pending of failed) for (const waiter of pending.waiters) waiter.reject(this.failure);
+    this.finishDrain();
+  }
+
+  private finishDrain(): void {
+    this.draining = false;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  // ---- reading back (load) ----
+
+  private async require(key: Uint8Array): Promise<Uint8Array> {
+    const value = await this.db.get(key);
+    if (value === undefined)
+      throw new StorageCorruptionError({ record: describeKey(key), key, detail: 'record missing' });
+    return value;
+  }
+
+  private unpackRecord(key: Uint8Array, value: Uint8Array): unknown {
+    const payload = decodeRecord(key, value);
+    try {
+      return this.packr.unpack(payload);
+    } catch (cause) {
+      throw new StorageCorruptionError({
+        record: describeKey(key),
+        key,
+        detail: 'payload does not decode',
+        cause,
+      });
+    }
+  }
+
+  private async loadSnapshotData(meta: StoredSnapshotMeta): Promise<Uint8Array> {
+    const data = new Uint8Array(meta.totalBytes);
+    let expectedChunk = 0;
+    let offset = 0;
+    for await (const [key, value] of this.db.iterator(prefixRange(KeyPrefix.snapshotChunk))) {
+      const parts = chunkKeyParts(key);
+      const fail = (detail: string): never => {
+        throw new StorageCorruptionError({ record: describeKey(key), key, detail });
+      };
+      if (parts === undefined) fail('malformed snapshot chunk key');
+      if (parts!.snapshotIndex !== meta.index) fail(`stray chunk; the stored snapshot is at ${meta.index}`);
+      if (parts!.chunk !== expectedChunk) fail(`expected chunk ${expectedChunk}`);
+      const piece = decodeRecord(key, value);
+      if (offset + piece.byteLength > meta.totalBytes)
+        fail(`chunks exceed the snapshot's ${meta.totalBytes} bytes`);
+      data.set(piece, offset);
+      offset += piece.byteLength;
+      expectedChunk += 1;
+    }
+    const fail = (detail: string): never => {
+      throw new StorageCorruptionError({ record: 'snapshot meta', key: snapshotMetaKey, detail });
+    };
+    if (expectedChunk !== meta.chunkCount) fail(`found ${expectedChunk} of ${meta.chunkCount} chunks`);
+    if (offset !== meta.totalBytes) fail(`chunks hold ${offset} of ${meta.totalBytes} bytes`);
+    if (crc32(data) !== meta.dataCrc) fail('snapshot data checksum mismatch');
+    return data;
+  }
+
+  /**
+   * Reads the stored log: contiguous, every entry under the key of its own index, terms never
+   * decreasing. Returns the entries after the snapshot; entries at or below it (kept until `compact`)
+   * are verified and skipped.
+   */
+  private async loadEntries(
+    meta: StoredSnapshotMeta,
+  ): Promise<{ entries: Entry[]; firstEntryIndex: number }> {
+    const entries: Entry[] = [];
+    let firstEntryIndex: number | undefined;
+    let expectedIndex = -1;
+    let previousTerm = 0;
+    for await (const [key, value] of this.db.iterator(prefixRange(KeyPrefix.entry))) {
+      const index = entryKeyIndex(key);
+      const fail = (detail: string): never => {
+        throw new StorageCorruptionError({ record: describeKey(key), key, detail });
+      };
+      if (index === undefined || index === 0) fail('malformed entry key');
+      if (firstEntryIndex === undefined) {
+        firstEntryIndex = index!;
+        // The log may start at or below the snapshot (not compacted yet) but never leave a gap after it.
+        if (index! > meta.index + 1) fail(`gap: the log after snapshot ${meta.index} starts at ${index}`);
+      } else if (index !== expectedIndex) {
+        fail(`gap: expected entry ${expectedIndex}`);
+      }
+      expectedIndex = index! + 1;
+      const entry = parseEntry(key, index!, this.unpackRecord(key, value));
+      if (index! === meta.index + 1 && entry.term < meta.term) {
+        fail(`term ${entry.term} below the snapshot's term ${meta.term}`);
+      }
+      if (entry.term < previousTerm) fail(`term ${entry.term} after term ${previousTerm}`);
+      previousTerm = entry.term;
+      if (index! > meta.index) entries.push(entry);
+    }
+    return { entries, firstEntryIndex: firstEntryIndex ?? meta.index + 1 };
+  }
+
+  private async rejectUnknownKeys(): Promise<void> {
+    for await (const key of this.db.keys({ gte: Uint8Array.of(KeyPrefix.entry + 1) })) {
+      throw new StorageCorruptionError({ record: describeKey(key), key, detail: 'unknown key' });
+    }
+    for (const prefix of [KeyPrefix.format, KeyPrefix.hardState, KeyPrefix.snapshotMeta]) {
+      for await (const key of this.db.keys({ gt: Uint8Array.of(prefix), lt: Uint8Array.of(prefix + 1) })) {
+        throw new StorageCorruptionError({ record: describeKey(key), key, detail: 'unknown key' });
+      }
+    }
+  }
+}
+
+// ---- shape checks on what we read back (the other side of the write assertions) ----
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return (
+    typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array)
+  );
+}
+
+function isIndex(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+function isNodeIds(value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((id) => typeof id === 'string');
+}
+
+function corrupt(key: Uint8Array, detail: string): never {
+  throw new StorageCorruptionError({ record: describeKey(key), key, detail });
+}
+
+function parseHardState(key: Uint8Array, value: unknown): HardState {
+  if (!isRecord(value)) corrupt(key, 'hard state is not a map');
+  const { term, vote, commit } = value;
+  if (!isIndex(term) || !isIndex(commit) || !(vote === null || typeof vote === 'string')) {
+    corrupt(key, 'hard state fields have the wrong types');
+  }
+  return { term, vote, commit };
+}
+
+function parseSnapshotMeta(key: Uint8Array, value: unknown): StoredSnapshotMeta {
+  if (!isRecord(value)) corrupt(key, 'snapshot meta is not a map');
+  const { index, term, conf, totalBytes, chunkCount, dataCrc } = value;
+  if (
+    !isIndex(index) ||
+    !isIndex(term) ||
+    !isRecord(conf) ||
+    !isNodeIds(conf.voters) ||
+    !isNodeIds(conf.learners) ||
+    !isIndex(totalBytes) ||
+    totalBytes > storageLimits.snapshotBytesMax ||
+    !isIndex(chunkCount) ||
+    chunkCount !== Math.ceil(totalBytes / storageLimits.snapshotChunkBytes) ||
+    !isIndex(dataCrc)
+  ) {
+    corrupt(key, 'snapshot meta fields have the wrong types or sizes');
+  }
+  return {
+    index,
+    term,
+    conf: { voters: conf.voters as string[], learners: conf.learners as string[] },
+    totalBytes,
+    chunkCount,
+    dataCrc,
+  };
+}
+
+function parseEntry(key: Uint8Array, keyIndex: number, value: unknown): Entry {
+  if (!Array.isArray(value) || value.length !== 4) corrupt(key, 'entry is not a 4-tuple');
+  const [index, term, type, data] = value as unknown[];
+  if (index !== keyIndex) corrupt(key, `entry says index ${String(index)} but is stored under ${keyIndex}`);
+  if (!isIndex(term) || term < 1) corrupt(key, `entry term ${String(term)}`);
+  if (typeof type !== 'number' || !entryTypes.has(type)) corrupt(key, `entry type ${String(type)}`);
+  if (!(data instanceof Uint8Array)) corrupt(key, 'entry data is not bytes');
+  // msgpackr hands back a Buffer sharing LevelDB's memory; the core gets a plain Uint8Array view.
+  return {
+    index: keyIndex,
+    term,
+    type: type as EntryType,
+    data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+  };
+}

@@ -1,0 +1,31 @@
+// Named bounds for the LevelDB storage. Kept here rather than in src/limits.ts, which another
+// module owns; relations between them are asserted at load time below.
+
+import { assert } from '../assert.ts';
+
+export const storageLimits = {
+  /**
+   * Snapshots are cut into chunks of this size, one LevelDB value each. LevelDB copies a value
+   * whole through its memtable and write-ahead log, so values of hundreds of MB would stall
+   * compaction and double peak memory; 1 MiB values keep every write and read incremental.
+   */
+  snapshotChunkBytes: 1024 * 1024,
+  /** Largest snapshot we write or accept on load (the chunk number is a u32, the size a JS number). */
+  snapshotBytesMax: 4 * 1024 * 1024 * 1024,
+  /**
+   * Group commit stops adding calls to one LevelDB batch once it holds this many bytes, so one
+   * fsync never carries an unbounded write. A single call larger than this still goes alone in one
+   * batch: its atomicity matters more than the bound.
+   */
+  batchBytesMax: 64 * 1024 * 1024,
+} as const;
+
+assert(storageLimits.snapshotChunkBytes > 0, 'storage limits: chunk size must be positive');
+assert(
+  storageLimits.snapshotBytesMax / storageLimits.snapshotChunkBytes < 2 ** 32,
+  'storage limits: chunk numbers must fit in the u32 of the chunk key',
+);
+assert(
+  storageLimits.batchBytesMax >= storageLimits.snapshotChunkBytes,
+  'storage limits: a batch must hold at least one snapshot chunk',
+);

@@ -1,0 +1,124 @@
+import fc from 'fast-check';
+import { Packr } from 'msgpackr';
+import { describe, expect, it } from 'vitest';
+import type { Message } from '../../src/raft/types.ts';
+import { transportLimits } from '../../src/transport/limits.ts';
+import { validateMessage } from '../../src/transport/validate-message.ts';
+import { append } from './helpers.ts';
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true });
+const expected = { from: 'n2', to: 'n1' };
+const base = { from: 'n2', to: 'n1', term: 3 } as const;
+const conf = { voters: ['n1', 'n2', 'n3'], learners: ['n4'] };
+
+/** One valid message of every type. */
+const samples: Message[] = [
+  { ...base, type: 'preVote', lastLogIndex: 10, lastLogTerm: 2, transfer: false },
+  { ...base, type: 'vote', lastLogIndex: 10, lastLogTerm: 3, transfer: true },
+  { ...base, type: 'preVoteResp', reject: true },
+  { ...base, type: 'voteResp', reject: false },
+  { ...append('n2', 'n1', 4, 3, 9), term: 3 },
+  { ...base, type: 'appendResp', reject: true, index: 7, hintIndex: 5, hintTerm: 2 },
+  { ...base, type: 'heartbeat', commit: 4, readRound: 12 },
+  { ...base, type: 'heartbeatResp', readRound: 12 },
+  {
+    ...base,
+    type: 'snapshot',
+    meta: { index: 100, term: 3, conf },
+    offset: 10,
+    totalBytes: 20,
+    data: Uint8Array.of(1, 2, 3),
+  },
+  { ...base, type: 'snapshotResp', snapshotIndex: 100, offset: 13, reject: false, done: false },
+  { ...base, type: 'timeoutNow' },
+  { ...base, type: 'readIndex', context: 'read-17' },
+  { ...base, type: 'readIndexResp', context: 'read-17', index: -1 },
+];
+
+function wireRoundTrip(value: unknown): unknown {
+  return packr.unpack(packr.pack(value));
+}
+
+describe('validateMessage', () => {
+  it('C7: accepts every message type after a msgpackr round trip, unchanged', () => {
+    for (const message of samples) {
+      const result = validateMessage(wireRoundTrip(message), expected, transportLimits);
+      expect(result, message.type).toEqual({ ok: true, message });
+    }
+  });
+
+  it('C7: a message missing any one field is refused', () => {
+    for (const message of samples) {
+      for (const key of Object.keys(message)) {
+        const damaged: Record<string, unknown> = { ...message };
+        delete damaged[key];
+        expect(
+          validateMessage(wireRoundTrip(damaged), expected, transportLimits).ok,
+          `${message.type} without ${key}`,
+        ).toBe(false);
+      }
+    }
+  });
+
+  it.each([
+    ['a spoofed sender', { ...samples[6], from: 'n3' }],
+    ['another receiver', { ...samples[6], to: 'n3' }],
+    ['an unknown type', { ...samples[6], type: 'heartbeatPlus' }],
+    ['a negative term', { ...samples[6], term: -1 }],
+    ['a fractional index', { ...samples[5], index: 1.5 }],
+    ['a string boolean', { ...samples[2], reject: 'yes' }],
+    ['entries not following prevIndex', { ...append('n2', 'n1', 4, 2), prevIndex: 5 }],
+    ['an entry term above the message term', { ...append('n2', 'n1', 4, 1), term: 1 }],
+    [
+      'entry data that is not bytes',
+      { ...append('n2', 'n1', 0, 1), entries: [{ index: 1, term: 2, type: 0, data: 'x' }] },
+    ],
+    [
+      'an unknown entry type',
+      { ...append('n2', 'n1', 0, 1), entries: [{ index: 1, term: 2, type: 9, data: new Uint8Array() }] },
+    ],
+    ['a snapshot chunk past its total', { ...samples[8], offset: 18 }],
+    ['a snapshot larger than the bound', { ...samples[8], totalBytes: transportLimits.snapshotBytesMax + 1 }],
+    [
+      'a read context past its bound',
+      { ...samples[11], context: 'x'.repeat(transportLimits.readContextBytesMax + 1) },
+    ],
+    ['a readIndexResp index below -1', { ...samples[12], index: -2 }],
+    ['an array', [samples[0]]],
+    ['null', null],
+  ])('C7: refuses %s', (_what, value) => {
+    expect(validateMessage(wireRoundTrip(value), expected, transportLimits).ok).toBe(false);
+  });
+
+  it('C7: strips unknown fields', () => {
+    const result = validateMessage(
+      { ...samples[10], __proto__: { polluted: true }, extra: 1 },
+      expected,
+      transportLimits,
+    );
+    expect(result).toEqual({ ok: true, message: samples[10] });
+  });
+
+  it('C7: never throws on arbitrary values or arbitrary bytes', () => {
+    fc.assert(
+      fc.property(fc.anything({ withTypedArray: true, withBigInt: true, withMap: true }), (value) => {
+        const result = validateMessage(value, expected, transportLimits);
+        if (result.ok) expect(result.message).toMatchObject(expected);
+      }),
+      { numRuns: 2000 },
+    );
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 256 }), (bytes) => {
+        let value: unknown;
+        try {
+          value = packr.unpack(bytes);
+        } catch {
+          return;
+        }
+        validateMessage(value, expected, transportLimits);
+        if (Array.isArray(value)) for (const item of value) validateMessage(item, expected, transportLimits);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
