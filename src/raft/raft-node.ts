@@ -64,6 +64,10 @@ interface Handed {
   readonly lastEntryTerm: number;
   readonly appliedTo: number;
   readonly snapshotIndex: number;
+  /** Membership changes among the handed committed entries, applied at advance(). */
+  readonly confChanges: readonly Entry[];
+  /** `restoreCount` when handed: a snapshot installed meanwhile supersedes the handed entries. */
+  readonly restoreCount: number;
 }
 
 export class RaftNode {
@@ -106,6 +110,8 @@ export class RaftNode {
   } | null = null;
   /** A snapshot received in full, handed to the driver in the next Ready. */
   private pendingSnapshot: Snapshot | null = null;
+  /** Counts snapshot installs, so advance() can tell that one replaced the log under a handed Ready. */
+  private restoreCount = 0;
 
   private messages: Message[] = [];
   private messagesEarly: Message[] = [];
@@ -294,6 +300,8 @@ export class RaftNode {
       lastEntryTerm: last?.term ?? 0,
       appliedTo: snapshot === null ? appliedTo : snapshot.meta.index,
       snapshotIndex: snapshot?.meta.index ?? 0,
+      confChanges: committedEntries.filter((e) => e.type === EntryType.confChange),
+      restoreCount: this.restoreCount,
     };
     this.lastHardState = hardState;
     this.lastSoftState = softState;
@@ -310,15 +318,10 @@ export class RaftNode {
     assert(handed !== null, `raft ${this.id}: advance() without ready()`);
     this.handed = null;
     if (handed.lastEntryIndex > 0) this.log.stableTo(handed.lastEntryIndex, handed.lastEntryTerm);
-    if (handed.appliedTo > this.log.applied) {
-      const from = this.log.applied + 1;
-      // A snapshot we installed moves applied without entries to apply; conf comes with the snapshot.
-      if (handed.snapshotIndex === 0) {
-        for (let i = from; i <= handed.appliedTo; i++) {
-          const entry = this.log.entry(i);
-          if (entry.type === EntryType.confChange) this.applyConfChange(decodeConfChange(entry.data));
-        }
-      }
+    // A snapshot installed while the driver worked supersedes what it applied; the next Ready hands it out.
+    if (handed.appliedTo > this.log.applied && handed.restoreCount === this.restoreCount) {
+      // A snapshot handed out moves applied without entries to apply; its conf came with it.
+      for (const entry of handed.confChanges) this.applyConfChange(decodeConfChange(entry.data));
       this.log.applied = handed.appliedTo;
     }
     if (this.role === 'leader' && this.maybeCommit()) this.broadcastPending = true;
@@ -654,6 +657,12 @@ export class RaftNode {
     const reply = (fields: Pick<AppendResponse, 'reject' | 'index' | 'hintIndex' | 'hintTerm'>): void => {
       this.send({ type: 'appendResp', from: this.id, to: m.from, term: this.term, ...fields });
     };
+    if (m.prevIndex === 0 && this.unconfigured()) {
+      // A joining node knows no membership yet. Replaying the log from index 1 would not teach it the
+      // initial one (that lives in the bootstrap snapshot), so refuse even index 0: the leader sends a snapshot.
+      reply({ reject: true, index: 0, hintIndex: 0, hintTerm: 0 });
+      return;
+    }
     if (m.prevIndex < this.log.committed) {
       // Everything up to our commit matches the leader's log already; skip what we have.
       const skip = this.log.committed - m.prevIndex;
@@ -691,7 +700,7 @@ export class RaftNode {
         ...fields,
       });
     };
-    if (m.meta.index <= this.log.committed) {
+    if (m.meta.index <= this.log.committed && !this.unconfigured()) {
       // We already have all of it; tell the leader where we are so it resumes with appends.
       respond({ offset: m.totalBytes, reject: false, done: true });
       return;
@@ -700,7 +709,9 @@ export class RaftNode {
       respond({ offset: 0, reject: true, done: false });
       return;
     }
-    if (m.offset === 0) {
+    const same =
+      this.incoming !== null && this.incoming.meta.index === m.meta.index && this.incoming.term === m.term;
+    if (m.offset === 0 && !same) {
       this.incoming = { meta: m.meta, term: m.term, chunks: [], received: 0, total: m.totalBytes };
     }
     const incoming = this.incoming;
@@ -737,12 +748,25 @@ export class RaftNode {
 
   private installSnapshot(snapshot: Snapshot): void {
     const { index, term } = snapshot.meta;
+    if (index === 0) {
+      // A joining node adopts the bootstrap membership; the log after it carries every later change.
+      assert(
+        this.unconfigured() && this.log.lastIndex() === 0,
+        `raft ${this.id}: index-0 snapshot on a configured node`,
+      );
+      this.log.snapshot = snapshot;
+      this.conf = snapshot.meta.conf;
+      this.pendingSnapshot = snapshot;
+      this.restoreCount++;
+      return;
+    }
     if (this.log.matchTerm(index, term) && index <= this.log.lastIndex()) {
       // Our log already holds that point: fast-forward commit rather than dropping entries we have.
       this.log.commitTo(index);
       return;
     }
     this.log.restore(snapshot);
+    this.restoreCount++;
     this.conf = snapshot.meta.conf;
     this.pendingSnapshot = snapshot;
   }
@@ -772,6 +796,11 @@ export class RaftNode {
     const pr = this.progress.get(m.from);
     if (pr === undefined) return;
     pr.recentActive = true;
+    if (m.reject && m.index === 0) {
+      // Only a node without any membership refuses index 0: it must start from a snapshot.
+      if (pr.state !== 'snapshot') this.startSnapshot(m.from, pr);
+      return;
+    }
     if (m.reject) {
       const matchHint =
         this.log.term(m.hintIndex) === undefined
@@ -832,7 +861,8 @@ export class RaftNode {
       this.sendAppend(m.from, pr, false);
       return;
     }
-    if (m.offset > pr.snapshotOffset) {
+    // The follower's count is the truth: ahead means progress, behind means it lost its buffer.
+    if (m.offset !== pr.snapshotOffset) {
       pr.snapshotOffset = m.offset;
       this.sendSnapshotChunk(m.from, pr);
     }
@@ -888,7 +918,12 @@ export class RaftNode {
       // Window full: the commit index still has to travel so followers can apply; an empty append is cheap.
       const prevIndex = pr.next - 1;
       const prevTerm = this.log.term(prevIndex);
-      if (prevTerm === undefined) return;
+      if (prevTerm === undefined) {
+        // What we sent last is compacted away: probe again from the match, which may lead to a snapshot.
+        pr.becomeProbe();
+        this.sendAppend(to, pr, sendIfEmpty);
+        return;
+      }
       const commit = Math.min(this.log.committed, prevIndex);
       this.send({
         type: 'append',
@@ -967,6 +1002,11 @@ export class RaftNode {
       if (id === this.id || this.progress.get(id)?.recentActive) active++;
     }
     return active >= this.quorum();
+  }
+
+  /** A node that joined and has not yet received any membership from a leader. */
+  private unconfigured(): boolean {
+    return this.conf.voters.length === 0 && this.conf.learners.length === 0;
   }
 
   private quorum(): number {
