@@ -1,0 +1,299 @@
+// The table's snapshot: one msgpackr array of primitives, written in the table's own iteration orders
+// so that two replicas with the same state write the same bytes, and a restored table iterates — and
+// so behaves and snapshots — exactly like the original.
+//
+//   header    version, appliedIndex, nowMs, lastSequence, lastSessionId, sessionCount, lockCount
+//   sessions  per session (opening order): id, principal, reconnectionWindowMs, epoch, connected,
+//             connectionLostAtMs, requestNoMax
+//   locks     per lock (map order): name, owner id, sequence, scope code
+//   per session, same order:
+//             owned count, lock positions (grant order)
+//             wait count, per wait (order started): lock position, request count,
+//                                                   per request: requestNo, scope code, deadlineMs
+//             answer count, per answer in the window (by request number): requestNo, tag, fields
+//   queues    per lock, same order: waiter count, session ids (earliest first)
+//
+// Lock positions (indexes into the locks list) stand in for names to keep the bytes and the restore
+// work small. Derived state (deadline heap, waiter total, pending index) is rebuilt, not stored.
+// Restoring trusts nothing: any byte sequence gives a table or a PROTOCOL_ERROR (C7).
+
+import { Packr, Unpackr } from 'msgpackr';
+import { isErrorCode, ProtocolError } from '../errors.ts';
+import { answersInOrder, rememberAnswer, reserveAnswers } from './answers.ts';
+import {
+  AcquireRequest,
+  type DedupeValue,
+  LockState,
+  linkOwned,
+  noDeadlineMs,
+  SessionState,
+  TableState,
+  Waiter,
+} from './state.ts';
+import type { ErrorResult, UnlockedResult } from './types.ts';
+import { SessionLockScope } from './types.ts';
+
+export const snapshotFormatVersion = 1;
+
+const packr = new Packr({ useRecords: false, moreTypes: false });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+const scopes: readonly SessionLockScope[] = [
+  SessionLockScope.UNLOCK_ON_SESSION_LOSS,
+  SessionLockScope.UNLOCK_ON_CONNECTION_LOSS,
+];
+const Tag = {
+  unlockedNotOwned: 0,
+  unlockedOwned: 1,
+  error: 2,
+  acquirePending: 3,
+  /** Followed by the grant answer number (sequence × 2 + scope bit). */
+  acquireGranted: 4,
+} as const;
+
+const unlockedOwned: UnlockedResult = Object.freeze({ kind: 'unlocked', owned: true });
+const unlockedNotOwned: UnlockedResult = Object.freeze({ kind: 'unlocked', owned: false });
+
+function scopeCode(scope: SessionLockScope): number {
+  return scope === SessionLockScope.UNLOCK_ON_SESSION_LOSS ? 0 : 1;
+}
+
+/** `windowSize` is the table's dedupeResultsPerSessionMax; it decides which answers are still live. */
+export function writeSnapshot(state: TableState, windowSize: number): Uint8Array {
+  const out: unknown[] = [
+    snapshotFormatVersion,
+    state.appliedIndex,
+    state.nowMs,
+    state.lastSequence,
+    state.lastSessionId,
+    state.sessions.size,
+    state.locks.size,
+  ];
+  for (const session of state.sessions.values()) {
+    out.push(
+      session.id,
+      session.principal,
+      session.reconnectionWindowMs,
+      session.epoch,
+      session.connected ? 1 : 0,
+      session.connectionLostAtMs,
+      session.requestNoMax,
+    );
+  }
+  let position = 0;
+  for (const lock of state.locks.values()) {
+    lock.position = position++;
+    out.push(lock.name, lock.owner.id, lock.sequence, scopeCode(lock.scope));
+  }
+  for (const session of state.sessions.values()) {
+    out.push(session.ownedCount);
+    for (let lock = session.ownedHead; lock !== null; lock = lock.ownerNext) out.push(lock.position);
+    out.push(session.waits.size);
+    for (const waiter of session.waits.values()) {
+      out.push(waiter.lock.position, waiter.requests.length);
+      for (const request of waiter.requests)
+        out.push(request.requestNo, scopeCode(request.scope), request.deadlineMs);
+    }
+    const answers = answersInOrder(session, windowSize);
+    out.push(answers.length);
+    for (const [requestNo, value] of answers) {
+      out.push(requestNo);
+      writeDedupeValue(out, value);
+    }
+  }
+  for (const lock of state.locks.values()) {
+    out.push(lock.waiterCount);
+    for (let waiter = lock.head; waiter !== null; waiter = waiter.next) out.push(waiter.session.id);
+  }
+  return packr.pack(out);
+}
+
+function writeDedupeValue(out: unknown[], value: DedupeValue): void {
+  if (typeof value === 'number') out.push(Tag.acquireGranted, value);
+  else if (value instanceof AcquireRequest) out.push(Tag.acquirePending);
+  else if (value.kind === 'unlocked') out.push(value.owned ? Tag.unlockedOwned : Tag.unlockedNotOwned);
+  else out.push(Tag.error, value.code, value.message);
+}
+
+/** Reads the flat array with a type check on every value, so bad input ends in one typed error. */
+class Reader {
+  private at = 0;
+
+  constructor(private readonly items: readonly unknown[]) {}
+
+  int(what: string, min = 0): number {
+    const value = this.items[this.at++];
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+      throw new ProtocolError(`snapshot: ${what} must be an integer ≥ ${min}`);
+    }
+    return value;
+  }
+
+  below(what: string, bound: number): number {
+    const value = this.int(what);
+    if (value >= bound) throw new ProtocolError(`snapshot: ${what} out of range`);
+    return value;
+  }
+
+  str(what: string): string {
+    const value = this.items[this.at++];
+    if (typeof value !== 'string') throw new ProtocolError(`snapshot: ${what} must be a string`);
+    return value;
+  }
+
+  scope(): SessionLockScope {
+    return scopes[this.below('scope', scopes.length)] as SessionLockScope;
+  }
+
+  /** A count of following records, each at least `widthMin` items long: bounds it by what is left. */
+  count(what: string, widthMin: number): number {
+    const value = this.int(what);
+    if (value * widthMin > this.items.length - this.at)
+      throw new ProtocolError(`snapshot: ${what} too large`);
+    return value;
+  }
+
+  end(): void {
+    if (this.at !== this.items.length) throw new ProtocolError('snapshot: trailing data');
+  }
+}
+
+export function readSnapshot(bytes: Uint8Array, windowSize: number): TableState {
+  if (!(bytes instanceof Uint8Array)) throw new ProtocolError('snapshot must be bytes');
+  let raw: unknown;
+  try {
+    raw = unpackr.unpack(bytes);
+  } catch (error) {
+    throw new ProtocolError('snapshot is not valid msgpack', { cause: error });
+  }
+  if (!Array.isArray(raw)) throw new ProtocolError('snapshot must be an array');
+  const r = new Reader(raw);
+  if (r.int('format version') !== snapshotFormatVersion)
+    throw new ProtocolError('unsupported snapshot format');
+  const state = new TableState();
+  state.appliedIndex = r.int('appliedIndex');
+  state.nowMs = r.int('nowMs');
+  state.lastSequence = r.int('lastSequence');
+  state.lastSessionId = r.int('lastSessionId');
+  const sessionCount = r.count('session count', 7);
+  const lockCount = r.count('lock count', 4);
+
+  const sessions = new Array<SessionState>(sessionCount);
+  for (let i = 0; i < sessionCount; i++) {
+    const id = r.int('session id', 1);
+    const session = new SessionState(id, r.str('principal'), r.int('reconnectionWindowMs'));
+    session.epoch = r.int('epoch');
+    session.connected = r.below('connected', 2) === 1;
+    session.connectionLostAtMs = r.int('connectionLostAtMs', -1);
+    session.requestNoMax = r.int('requestNoMax');
+    state.sessions.set(id, session);
+    if (state.sessions.size !== i + 1) throw new ProtocolError('snapshot: duplicate session');
+    sessions[i] = session;
+  }
+
+  const locks = new Array<LockState>(lockCount);
+  for (let i = 0; i < lockCount; i++) {
+    const name = r.str('lock name');
+    const owner = state.sessions.get(r.int('owner', 1));
+    if (owner === undefined) throw new ProtocolError('snapshot: lock owner is not a session');
+    const lock = new LockState(name, owner, r.int('sequence', 1), r.scope());
+    state.locks.set(name, lock);
+    if (state.locks.size !== i + 1) throw new ProtocolError('snapshot: duplicate lock');
+    locks[i] = lock;
+  }
+
+  for (const session of sessions) {
+    const ownedCount = r.count('owned count', 1);
+    for (let i = 0; i < ownedCount; i++) {
+      const lock = locks[r.below('lock position', lockCount)] as LockState;
+      // A lock is listed once: its owner must be this session and it must not be linked yet.
+      if (lock.owner !== session || lock.ownerPrev !== null || session.ownedHead === lock) {
+        throw new ProtocolError('snapshot: ownership');
+      }
+      linkOwned(session, lock);
+    }
+    const waitCount = r.count('wait count', 2);
+    for (let i = 0; i < waitCount; i++) {
+      const lock = locks[r.below('lock position', lockCount)] as LockState;
+      if (session.waits.has(lock.name)) throw new ProtocolError('snapshot: duplicate wait');
+      const waiter = new Waiter(session, lock);
+      session.mutableWaits().set(lock.name, waiter);
+      const requestCount = r.count('request count', 3);
+      if (requestCount === 0) throw new ProtocolError('snapshot: a wait without requests');
+      for (let j = 0; j < requestCount; j++) {
+        const requestNo = r.int('requestNo', 1);
+        const request = new AcquireRequest(session, requestNo, lock.name, r.scope(), r.int('deadlineMs', -1));
+        if (session.pending.has(requestNo)) throw new ProtocolError('snapshot: duplicate request');
+        request.waiter = waiter;
+        waiter.requests.push(request);
+        session.mutablePending().set(requestNo, request);
+        if (request.deadlineMs !== noDeadlineMs) state.deadlines.push(request);
+      }
+    }
+    const answerCount = r.count('answer count', 2);
+    if (answerCount > windowSize) throw new ProtocolError('snapshot: more answers than the window holds');
+    reserveAnswers(session, answerCount);
+    let previous = 0;
+    for (let i = 0; i < answerCount; i++) {
+      const requestNo = r.int('requestNo', 1);
+      // Strictly increasing and inside the window, as the writer produces them.
+      if (
+        requestNo <= previous ||
+        requestNo > session.requestNoMax ||
+        requestNo <= session.requestNoMax - windowSize
+      ) {
+        throw new ProtocolError('snapshot: answer outside the window or out of order');
+      }
+      previous = requestNo;
+      rememberAnswer(session, requestNo, readDedupeValue(r, session, requestNo), windowSize);
+    }
+    for (const requestNo of session.pending.keys()) {
+      if (requestNo > session.requestNoMax) throw new ProtocolError('snapshot: request above requestNoMax');
+    }
+  }
+
+  for (const lock of locks) {
+    const waiterCount = r.count('waiter count', 1);
+    for (let i = 0; i < waiterCount; i++) {
+      const waiter = state.sessions.get(r.int('waiter', 1))?.waits.get(lock.name);
+      if (waiter === undefined || waiter.lock !== lock)
+        throw new ProtocolError('snapshot: waiter has no wait');
+      if (waiter.prev !== null || lock.head === waiter)
+        throw new ProtocolError('snapshot: waiter queued twice');
+      waiter.prev = lock.tail;
+      if (lock.tail === null) lock.head = waiter;
+      else lock.tail.next = waiter;
+      lock.tail = waiter;
+      lock.waiterCount++;
+      state.waiterTotal++;
+    }
+  }
+  r.end();
+  return state;
+}
+
+function readDedupeValue(r: Reader, session: SessionState, requestNo: number): DedupeValue {
+  const tag = r.int('answer tag');
+  switch (tag) {
+    case Tag.unlockedNotOwned:
+      return unlockedNotOwned;
+    case Tag.unlockedOwned:
+      return unlockedOwned;
+    case Tag.error: {
+      const code = r.str('error code');
+      if (!isErrorCode(code)) throw new ProtocolError('snapshot: unknown error code');
+      const result: ErrorResult = Object.freeze({ kind: 'error', code, message: r.str('error message') });
+      return result;
+    }
+    case Tag.acquirePending: {
+      const request = session.pending.get(requestNo);
+      if (request === undefined)
+        throw new ProtocolError('snapshot: pending answer without a pending request');
+      return request;
+    }
+    case Tag.acquireGranted:
+      return r.int('grant answer', 2);
+    default:
+      throw new ProtocolError('snapshot: unknown answer tag');
+  }
+}
