@@ -1,0 +1,56 @@
+// The `raftlock` command: dispatches to its subcommands; errors become the exit status (exit-codes.ts).
+
+import { isRaftlockError } from '../errors.ts';
+import { clusterUsage, runClusterUp } from './cluster-up.ts';
+import { exitCodeFor } from './exit-codes.ts';
+import { runStart, startUsage } from './start.ts';
+import { runStatus, statusUsage } from './status.ts';
+
+const usage = `usage:
+  ${startUsage.split('\n').join('\n  ')}
+
+  ${clusterUsage.split('\n').join('\n  ')}
+
+  ${statusUsage.split('\n').join('\n  ')}`;
+
+async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'start':
+      return runStart(rest);
+    case 'cluster':
+      if (rest[0] === 'up') return runClusterUp(rest.slice(1));
+      break;
+    case 'status':
+      return runStatus(rest);
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${usage}\n`);
+      return 0;
+    default:
+      break;
+  }
+  process.stderr.write(`${usage}\n`);
+  return 1;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // The server and cluster commands return only once everything is closed; exit promptly anyway.
+    if (argvCommand() !== 'start' && argvCommand() !== 'cluster') return;
+    setTimeout(() => process.exit(code), 100).unref();
+  },
+  (error: unknown) => {
+    const message = isRaftlockError(error)
+      ? `${error.code}: ${error.message}`
+      : String((error as Error)?.stack ?? error);
+    process.stderr.write(`raftlock: ${message}\n`);
+    process.exit(exitCodeFor(error));
+  },
+);
+
+function argvCommand(): string | undefined {
+  return process.argv[2];
+}

@@ -1,0 +1,187 @@
+// `raftlock start`: run one node, from a cluster file (`--config FILE --node ID`) or entirely by flags.
+
+import { parseArgs } from 'node:util';
+import { InvalidArgumentError } from '../errors.ts';
+import {
+  checkNodeConfig,
+  defaultReconnectionWindowMs,
+  defaultUsers,
+  type MemberConfig,
+  type NodeConfig,
+  nodeConfigFromClusterFile,
+  parseHostPort,
+  parseWsUrl,
+  readUsersFile,
+} from '../server/config.ts';
+import { createLogger, type LogFormat, type LogLevel } from '../server/log.ts';
+import { type NodeTiming, nodeTimingDefaults } from '../server/node.ts';
+import { startServer } from '../server/server.ts';
+
+export const startUsage = `raftlock start --config FILE --node ID [--data-dir DIR] [options]
+raftlock start --id ID --listen HOST:PORT --peer-listen HOST:PORT --peers ID=HOST:PORT,… --data-dir DIR
+               --cluster-secret SECRET (or env RAFTLOCK_CLUSTER_SECRET) [--client-urls ID=ws://HOST:PORT,…]
+
+options:
+  --users FILE                 {"users":[{"principal":…,"password":…}]}; default user control/password
+  --cluster-id NAME            (flags mode) default raftlock
+  --tick-ms N                  default ${nodeTimingDefaults.tickMs}
+  --election-ticks N           default ${nodeTimingDefaults.electionTimeoutTicks}
+  --heartbeat-ticks N          default ${nodeTimingDefaults.heartbeatIntervalTicks}
+  --connection-timeout-ms N    default ${nodeTimingDefaults.connectionTimeoutMs}
+  --reconnection-window-ms N   default ${defaultReconnectionWindowMs}
+  --snapshot-every N           entries between snapshots, default ${nodeTimingDefaults.snapshotEveryEntries}
+  --snapshot-keep N            entries kept behind a snapshot, default ${nodeTimingDefaults.snapshotKeepEntries}
+  --no-fsync                   benchmarks only: gives up durability across kill -9
+  --log-format json|text       default text
+  --log-level LEVEL            debug|info|warn|error, default info`;
+
+const options = {
+  config: { type: 'string' },
+  node: { type: 'string' },
+  'data-dir': { type: 'string' },
+  id: { type: 'string' },
+  listen: { type: 'string' },
+  'peer-listen': { type: 'string' },
+  peers: { type: 'string' },
+  'client-urls': { type: 'string' },
+  'cluster-secret': { type: 'string' },
+  'cluster-id': { type: 'string' },
+  users: { type: 'string' },
+  'tick-ms': { type: 'string' },
+  'election-ticks': { type: 'string' },
+  'heartbeat-ticks': { type: 'string' },
+  'connection-timeout-ms': { type: 'string' },
+  'reconnection-window-ms': { type: 'string' },
+  'snapshot-every': { type: 'string' },
+  'snapshot-keep': { type: 'string' },
+  'no-fsync': { type: 'boolean' },
+  'log-format': { type: 'string' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function integer(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  const number = Number(value);
+  if (!Number.isSafeInteger(number)) throw new InvalidArgumentError(`--${name}: not an integer: ${value}`);
+  return number;
+}
+
+function pairs(text: string | undefined, what: string): Map<string, string> {
+  const map = new Map<string, string>();
+  if (text === undefined || text.trim() === '') return map;
+  for (const part of text.split(',')) {
+    const at = part.indexOf('=');
+    if (at <= 0) throw new InvalidArgumentError(`--${what}: expected ID=VALUE, got ${JSON.stringify(part)}`);
+    map.set(part.slice(0, at).trim(), part.slice(at + 1).trim());
+  }
+  return map;
+}
+
+export function parseStartArgs(argv: readonly string[]): {
+  config: NodeConfig;
+  logFormat: LogFormat;
+  logLevel: LogLevel;
+} | null {
+  const { values } = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false });
+  if (values.help === true) return null;
+  const timing: Partial<NodeTiming> = {};
+  const set = (key: keyof NodeTiming, flag: keyof typeof values) => {
+    const value = integer(values[flag] as string | undefined, flag);
+    if (value !== undefined) (timing as Record<string, number>)[key] = value;
+  };
+  set('tickMs', 'tick-ms');
+  set('electionTimeoutTicks', 'election-ticks');
+  set('heartbeatIntervalTicks', 'heartbeat-ticks');
+  set('connectionTimeoutMs', 'connection-timeout-ms');
+  set('snapshotEveryEntries', 'snapshot-every');
+  set('snapshotKeepEntries', 'snapshot-keep');
+  const reconnectionWindowMs = integer(values['reconnection-window-ms'], 'reconnection-window-ms');
+  const users = values.users === undefined ? undefined : readUsersFile(values.users);
+  const sync = values['no-fsync'] === true ? false : undefined;
+  const logFormat = (values['log-format'] ?? 'text') as LogFormat;
+  if (logFormat !== 'json' && logFormat !== 'text')
+    throw new InvalidArgumentError('--log-format must be json or text');
+  const logLevel = (values['log-level'] ?? 'info') as LogLevel;
+
+  if (values.config !== undefined) {
+    if (values.node === undefined) throw new InvalidArgumentError('--config needs --node ID');
+    const config = nodeConfigFromClusterFile(values.config, values.node, {
+      dataDir: values['data-dir'],
+      users,
+      timing,
+      reconnectionWindowMs,
+      sync,
+    });
+    return { config, logFormat, logLevel };
+  }
+
+  const id = values.id;
+  if (id === undefined) throw new InvalidArgumentError('give --config FILE --node ID, or --id and the flags');
+  if (values.listen === undefined || values['peer-listen'] === undefined || values['data-dir'] === undefined)
+    throw new InvalidArgumentError('flags mode needs --listen, --peer-listen and --data-dir');
+  const secret = values['cluster-secret'] ?? process.env.RAFTLOCK_CLUSTER_SECRET;
+  if (secret === undefined)
+    throw new InvalidArgumentError('flags mode needs --cluster-secret or RAFTLOCK_CLUSTER_SECRET');
+  const listen = parseHostPort(values.listen, '--listen');
+  const peerListen = parseHostPort(values['peer-listen'], '--peer-listen');
+  const clientUrls = pairs(values['client-urls'], 'client-urls');
+  for (const [peer, url] of clientUrls) parseWsUrl(url, `--client-urls ${peer}`);
+  const members: MemberConfig[] = [
+    { id, url: clientUrls.get(id) ?? `ws://${listen.host}:${listen.port}`, peer: peerListen },
+  ];
+  for (const [peer, address] of pairs(values.peers, 'peers')) {
+    members.push({
+      id: peer,
+      url: clientUrls.get(peer) ?? null,
+      peer: parseHostPort(address, `--peers ${peer}`),
+    });
+  }
+  const config = checkNodeConfig({
+    id,
+    clusterId: values['cluster-id'] ?? 'raftlock',
+    clusterSecret: secret,
+    dataDir: values['data-dir'],
+    members,
+    listen,
+    peerListen,
+    users: users ?? defaultUsers,
+    reconnectionWindowMs: reconnectionWindowMs ?? defaultReconnectionWindowMs,
+    timing: { ...nodeTimingDefaults, ...timing },
+    sync: sync ?? true,
+  });
+  return { config, logFormat, logLevel };
+}
+
+export async function runStart(argv: readonly string[]): Promise<number> {
+  const parsed = parseStartArgs(argv);
+  if (parsed === null) {
+    process.stdout.write(`${startUsage}\n`);
+    return 0;
+  }
+  const { config, logFormat, logLevel } = parsed;
+  const log = createLogger({ format: logFormat, level: logLevel, base: { node: config.id } });
+  if (config.users === defaultUsers)
+    log.warn({ event: 'default_users' }, 'no users file: accepting the default user control/password');
+  if (!config.sync)
+    log.warn({ event: 'fsync_off' }, 'fsync is off: acknowledged writes may be lost on a crash');
+  const server = await startServer(config, log, (error) => {
+    log.flush?.();
+    process.stderr.write(`raftlock ${config.id}: fatal: ${String((error as Error)?.stack ?? error)}\n`);
+    process.exit(70);
+  });
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      log.info({ event: 'signal', signal }, 'shutting down');
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      server.stop().then(resolve, (error: unknown) => {
+        log.error({ event: 'stop_failed', err: error }, 'stop failed');
+        resolve();
+      });
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  return 0;
+}

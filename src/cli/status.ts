@@ -1,0 +1,86 @@
+// `raftlock status`: each node's role, term, commit and applied index, leader, session and lock counts,
+// from its `GET /status`.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { UnavailableError } from '../errors.ts';
+import type { NodeStatus } from '../protocol.ts';
+import type { ClusterFile } from '../server/config.ts';
+
+export const statusUsage = `raftlock status [--servers ws://HOST:PORT,…] [--json]
+  default servers: ./data/cluster.json's nodes, else ws://127.0.0.1:7401-7403`;
+
+export function httpUrl(wsUrl: string): string {
+  return wsUrl.replace(/^ws(s?):\/\//, 'http$1://').replace(/\/+$/, '');
+}
+
+export async function fetchStatus(url: string, timeoutMs: number): Promise<NodeStatus> {
+  const response = await fetch(`${httpUrl(url)}/status`, { signal: AbortSignal.timeout(timeoutMs) });
+  if (!response.ok) throw new UnavailableError(`${url}: HTTP ${response.status}`);
+  return (await response.json()) as NodeStatus;
+}
+
+function defaultServers(): string[] {
+  const file = './data/cluster.json';
+  if (existsSync(file)) {
+    const cluster = JSON.parse(readFileSync(file, 'utf8')) as ClusterFile;
+    return cluster.nodes.map((node) => node.url);
+  }
+  return ['ws://127.0.0.1:7401', 'ws://127.0.0.1:7402', 'ws://127.0.0.1:7403'];
+}
+
+export async function runStatus(argv: readonly string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      servers: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help === true) {
+    process.stdout.write(`${statusUsage}\n`);
+    return 0;
+  }
+  const servers = values.servers?.split(',').map((server) => server.trim()) ?? defaultServers();
+  const results = await Promise.all(
+    servers.map(async (url) => {
+      try {
+        return { url, status: await fetchStatus(url, 2_000), error: null };
+      } catch (error) {
+        return { url, status: null, error: (error as Error).message };
+      }
+    }),
+  );
+  if (values.json === true) {
+    process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  } else {
+    const rows = [['NODE', 'URL', 'ROLE', 'TERM', 'LEADER', 'COMMIT', 'APPLIED', 'SESSIONS', 'LOCKS']];
+    for (const { url, status, error } of results) {
+      if (status === null) rows.push(['?', url, `unreachable (${error})`, '', '', '', '', '', '']);
+      else
+        rows.push([
+          status.id,
+          url,
+          status.role,
+          String(status.term),
+          status.leader ?? '-',
+          String(status.commitIndex),
+          String(status.appliedIndex),
+          String(status.sessions),
+          String(status.locks),
+        ]);
+    }
+    const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
+    for (const row of rows)
+      process.stdout.write(
+        `${row
+          .map((cell, column) => cell.padEnd(widths[column]!))
+          .join('  ')
+          .trimEnd()}\n`,
+      );
+  }
+  if (results.every((result) => result.status === null)) throw new UnavailableError('no node answered');
+  return 0;
+}

@@ -1,0 +1,735 @@
+// The client gateway: HTTP (`/status`, `/healthz`) and the client WebSocket protocol (docs/protocol.md)
+// on the node's client port.
+//
+// v1 routing: sessions live on the leader's gateway. A follower answers `hello` with NOT_LEADER and the
+// leader's client URL, and when this node stops being the leader it closes its client connections with
+// the same hint, so clients resume their sessions on the new leader. Grants and loss notices are pushed
+// by the gateway that holds the connection, from the effects of entries as they apply here — never
+// before commit (S9). Answers and notices are written synchronously in apply order.
+
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Packr, Unpackr } from 'msgpackr';
+import { type RawData, WebSocket, WebSocketServer } from 'ws';
+import { assert } from '../assert.ts';
+import {
+  AuthenticationFailedError,
+  type ErrorCode,
+  InvalidArgumentError,
+  NotLeaderError,
+  ProtocolError,
+  type RaftlockError,
+} from '../errors.ts';
+import { reconnectionWindowMsMax } from '../limits.ts';
+import type { Command, Effect, Entry, Result, WaitEndReason } from '../locks/index.ts';
+import {
+  ClientCloseCode,
+  clientProtocolVersion,
+  type HelloFrame,
+  type NodeStatus,
+  type NoticeFrame,
+  type RequestFrame,
+  type ResultBody,
+  type ServerFrame,
+  type WireError,
+} from '../protocol.ts';
+import type { SoftState } from '../raft/index.ts';
+import { serverLimits } from './limits.ts';
+import type { Logger } from './log.ts';
+import type { Outcome, RaftlockNode } from './node.ts';
+import { parseClientFrame } from './validate-frame.ts';
+
+export interface GatewayOptions {
+  readonly node: RaftlockNode;
+  readonly clusterId: string;
+  readonly clusterSecret: string;
+  readonly listen: { readonly host: string; readonly port: number };
+  /** Client URL of every member, for leader hints. */
+  readonly memberUrls: ReadonlyMap<string, string>;
+  /** principal → password. */
+  readonly users: ReadonlyMap<string, string>;
+  readonly reconnectionWindowMs: number;
+  readonly log: Logger;
+}
+
+type ConnectionState = 'hello' | 'opening' | 'open' | 'closed';
+
+class ClientConnection {
+  state: ConnectionState = 'hello';
+  session = 0;
+  epoch = 0;
+  principal = '';
+  inFlight = 0;
+  lastHeardMs: number;
+  helloTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly remote: string,
+    nowMs: number,
+  ) {
+    this.lastHeardMs = nowMs;
+  }
+}
+
+const waitEndCodes: Readonly<Record<WaitEndReason, ErrorCode>> = {
+  cancelled: 'ABORTED',
+  timeout: 'TIMEOUT',
+  connectionLost: 'CONNECTION_LOST',
+  sessionClosed: 'SESSION_CLOSED',
+  sessionExpired: 'SESSION_CLOSED',
+};
+
+export class Gateway {
+  private readonly node: RaftlockNode;
+  private readonly options: GatewayOptions;
+  private readonly log: Logger;
+  private readonly http: Server;
+  private readonly wss: WebSocketServer;
+  private readonly packr = new Packr({ useRecords: false });
+  private readonly unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+  private readonly connections = new Set<ClientConnection>();
+  private readonly bySession = new Map<number, ClientConnection>();
+  private readonly users: ReadonlyMap<string, Buffer>;
+  private watchdog: NodeJS.Timeout | null = null;
+  private httpRequests = 0;
+  private closing = false;
+
+  private constructor(options: GatewayOptions) {
+    this.options = options;
+    this.node = options.node;
+    this.log = options.log;
+    this.users = new Map([...options.users].map(([principal, password]) => [principal, digest(password)]));
+    this.http = createServer((request, response) => this.onHttp(request, response));
+    this.wss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      maxPayload: serverLimits.clientFrameBytesMax,
+    });
+    this.http.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) =>
+      this.onUpgrade(request, socket, head),
+    );
+    this.node.setListener(
+      {
+        onApplied: (index, entry, results, effects) => this.onApplied(index, entry, results, effects),
+        onRoleChanged: (soft) => this.onRoleChanged(soft),
+        onTableReplaced: () => this.dropAll(ClientCloseCode.notLeader, 'state replaced by a snapshot'),
+      },
+      (id, epoch) => {
+        const connection = this.bySession.get(id);
+        return connection !== undefined && connection.epoch === epoch && connection.state === 'open';
+      },
+    );
+  }
+
+  static async listen(options: GatewayOptions): Promise<Gateway> {
+    const gateway = new Gateway(options);
+    await new Promise<void>((resolve, reject) => {
+      gateway.http.once('error', reject);
+      gateway.http.listen(options.listen.port, options.listen.host, () => {
+        gateway.http.off('error', reject);
+        resolve();
+      });
+    });
+    const tick = Math.max(50, Math.floor(options.node.timing.connectionTimeoutMs / 8));
+    gateway.watchdog = setInterval(() => gateway.checkIdle(), tick);
+    return gateway;
+  }
+
+  get address(): { host: string; port: number } {
+    const address = this.http.address();
+    assert(address !== null && typeof address === 'object', 'gateway: not listening');
+    return { host: address.address, port: address.port };
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  // ---------------------------------------------------------------- HTTP
+
+  status(): NodeStatus {
+    const raft = this.node.raftStatus();
+    const table = this.node.lockTable;
+    return {
+      id: raft.id,
+      role: raft.role,
+      term: raft.term,
+      leader: raft.leader,
+      leaderUrl: raft.leader === null ? null : (this.options.memberUrls.get(raft.leader) ?? null),
+      commitIndex: raft.commit,
+      appliedIndex: raft.applied,
+      snapshotIndex: raft.snapshotIndex,
+      firstIndex: raft.firstIndex,
+      lastIndex: raft.lastIndex,
+      voters: raft.conf.voters,
+      sessions: table.sessionCount,
+      locks: table.lockCount,
+      waiters: table.waiterCount,
+      clientConnections: this.connections.size,
+    };
+  }
+
+  private onHttp(request: IncomingMessage, response: ServerResponse): void {
+    if (this.httpRequests >= serverLimits.httpRequestsMax) {
+      response.writeHead(503).end();
+      return;
+    }
+    this.httpRequests++;
+    response.on('close', () => this.httpRequests--);
+    const path = (request.url ?? '/').split('?')[0];
+    if (request.method !== 'GET') {
+      sendJson(response, 405, { error: { code: 'INVALID_ARGUMENT', message: 'only GET' } });
+      return;
+    }
+    switch (path) {
+      case '/status':
+        sendJson(response, 200, this.status());
+        return;
+      case '/healthz': {
+        const status = this.status();
+        const healthy = status.leader !== null && !this.closing;
+        sendJson(response, healthy ? 200 : 503, {
+          ok: healthy,
+          id: status.id,
+          role: status.role,
+          leader: status.leader,
+        });
+        return;
+      }
+      default:
+        sendJson(response, 404, { error: { code: 'INVALID_ARGUMENT', message: `no such path ${path}` } });
+    }
+  }
+
+  // ---------------------------------------------------------------- connections
+
+  private onUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (this.closing || this.connections.size >= serverLimits.clientConnectionsMax) {
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    this.wss.handleUpgrade(request, socket, head, (ws) => this.onConnection(ws, request));
+  }
+
+  private onConnection(ws: WebSocket, request: IncomingMessage): void {
+    const remote = `${request.socket.remoteAddress ?? '?'}:${request.socket.remotePort ?? '?'}`;
+    const connection = new ClientConnection(ws, remote, Date.now());
+    this.connections.add(connection);
+    connection.helloTimer = setTimeout(
+      () => this.fail(connection, ClientCloseCode.helloTimeout, new ProtocolError('no hello in time')),
+      serverLimits.helloTimeoutMs,
+    );
+    ws.on('message', (data: RawData, isBinary: boolean) => this.onFrame(connection, data, isBinary));
+    ws.on('close', () => this.onClose(connection));
+    ws.on('error', (error) => {
+      this.log.debug({ event: 'client_socket_error', remote, err: error.message }, 'client socket error');
+    });
+  }
+
+  private onFrame(connection: ClientConnection, data: RawData, isBinary: boolean): void {
+    if (connection.state === 'closed') return;
+    connection.lastHeardMs = Date.now();
+    if (connection.state === 'open') this.node.touchSession(connection.session);
+    if (!isBinary) {
+      this.fail(connection, ClientCloseCode.protocolError, new ProtocolError('frames must be binary'));
+      return;
+    }
+    let value: unknown;
+    try {
+      value = this.unpackr.unpack(toBuffer(data));
+    } catch {
+      this.fail(connection, ClientCloseCode.protocolError, new ProtocolError('frame is not msgpack'));
+      return;
+    }
+    const parsed = parseClientFrame(value);
+    if (!parsed.ok) {
+      if (parsed.id !== null && connection.state === 'open') {
+        this.respondError(connection, parsed.id, parsed.error);
+        return;
+      }
+      this.fail(connection, ClientCloseCode.protocolError, parsed.error);
+      return;
+    }
+    const frame = parsed.frame;
+    if (frame.t === 'hello') {
+      if (connection.state !== 'hello') {
+        this.fail(connection, ClientCloseCode.protocolError, new ProtocolError('hello sent twice'));
+        return;
+      }
+      this.onHello(connection, frame);
+      return;
+    }
+    if (connection.state !== 'open') {
+      this.fail(connection, ClientCloseCode.protocolError, new ProtocolError('request before welcome'));
+      return;
+    }
+    this.onRequest(connection, frame);
+  }
+
+  private onHello(connection: ClientConnection, hello: HelloFrame): void {
+    if (hello.v !== clientProtocolVersion) {
+      this.fail(
+        connection,
+        ClientCloseCode.protocolError,
+        new ProtocolError(
+          `protocol version ${hello.v} unsupported; this node speaks ${clientProtocolVersion}`,
+        ),
+      );
+      return;
+    }
+    if (!this.authenticate(hello.principal, hello.password)) {
+      this.log.info(
+        { event: 'client_auth_failed', remote: connection.remote, principal: hello.principal },
+        'authentication failed',
+      );
+      this.fail(
+        connection,
+        ClientCloseCode.authenticationFailed,
+        new AuthenticationFailedError('unknown principal or wrong password'),
+      );
+      return;
+    }
+    if (!this.node.isLeader) {
+      this.failNotLeader(connection);
+      return;
+    }
+    connection.state = 'opening';
+    connection.principal = hello.principal;
+    if (hello.session === undefined) {
+      const window = hello.reconnectionWindowMs ?? this.options.reconnectionWindowMs;
+      if (window < 1 || window > reconnectionWindowMsMax) {
+        this.fail(
+          connection,
+          ClientCloseCode.protocolError,
+          new InvalidArgumentError(`reconnectionWindowMs must be in [1, ${reconnectionWindowMsMax}]`),
+        );
+        return;
+      }
+      this.node.submit(
+        { type: 'openSession', principal: hello.principal, reconnectionWindowMs: window },
+        (outcome) => {
+          if (!outcome.ok) return this.failOutcome(connection, outcome.error);
+          if (outcome.result.kind !== 'opened') return this.failResult(connection, outcome.result);
+          this.welcome(connection, outcome.result.session, 0, false);
+        },
+      );
+      return;
+    }
+    const { id, token } = hello.session;
+    if (!tokensEqual(token, this.sessionToken(id))) {
+      this.fail(
+        connection,
+        ClientCloseCode.authenticationFailed,
+        new AuthenticationFailedError('wrong session token'),
+      );
+      return;
+    }
+    const info = this.node.lockTable.getSession(id);
+    if (info !== null && info.principal !== hello.principal) {
+      this.fail(
+        connection,
+        ClientCloseCode.authenticationFailed,
+        new AuthenticationFailedError('the session belongs to another principal'),
+      );
+      return;
+    }
+    this.resume(connection, id, 1);
+  }
+
+  private resume(connection: ClientConnection, id: number, attempt: number): void {
+    const epoch = (this.node.sessions.get(id)?.epoch ?? 0) + attempt;
+    this.node.submit({ type: 'reconnect', session: id, epoch }, (outcome) => {
+      if (!outcome.ok) return this.failOutcome(connection, outcome.error);
+      const result = outcome.result;
+      // A concurrent reconnect took our epoch: try once more above it.
+      if (result.kind === 'error' && result.code === 'STALE_REQUEST' && attempt < 3) {
+        if (connection.state === 'opening') this.resume(connection, id, attempt + 1);
+        return;
+      }
+      if (result.kind !== 'done') return this.failResult(connection, result);
+      this.welcome(connection, id, epoch, true);
+    });
+  }
+
+  /** Runs inside the apply of the entry that opened or resumed the session: state and notices line up. */
+  private welcome(connection: ClientConnection, session: number, epoch: number, resumed: boolean): void {
+    if (connection.state !== 'opening') {
+      // The client left before its session was ready: report the connection lost at once.
+      this.node.connectionClosed(session, epoch);
+      return;
+    }
+    if (connection.helloTimer !== null) clearTimeout(connection.helloTimer);
+    connection.helloTimer = null;
+    const previous = this.bySession.get(session);
+    if (previous !== undefined && previous !== connection) {
+      this.bySession.delete(session);
+      this.closeConnection(previous, ClientCloseCode.replaced, 'session resumed on a newer connection');
+    }
+    connection.state = 'open';
+    connection.session = session;
+    connection.epoch = epoch;
+    connection.lastHeardMs = Date.now();
+    this.bySession.set(session, connection);
+    this.node.touchSession(session);
+    const info = this.node.lockTable.getSession(session);
+    assert(info !== null, `gateway: session ${session} vanished while being welcomed`);
+    this.send(connection, {
+      t: 'welcome',
+      v: clientProtocolVersion,
+      node: this.node.id,
+      session: {
+        id: session,
+        token: this.sessionToken(session),
+        epoch,
+        principal: info.principal,
+        reconnectionWindowMs: info.reconnectionWindowMs,
+      },
+      resumed,
+      connectionTimeoutMs: this.node.timing.connectionTimeoutMs,
+      locks: info.locks,
+      waits: info.waits,
+    });
+    this.log.info(
+      { event: resumed ? 'session_resumed' : 'session_opened', session, epoch, remote: connection.remote },
+      resumed ? 'session resumed' : 'session opened',
+    );
+  }
+
+  private onRequest(connection: ClientConnection, frame: RequestFrame): void {
+    if (connection.inFlight >= serverLimits.requestsInFlightPerConnectionMax) {
+      this.respondError(connection, frame.id, {
+        code: 'LIMIT_EXCEEDED',
+        message: `at most ${serverLimits.requestsInFlightPerConnectionMax} requests in flight`,
+      });
+      return;
+    }
+    const session = connection.session;
+    switch (frame.op) {
+      case 'ping':
+        this.track(connection, frame.id, (done) =>
+          this.node.readBarrier().then(
+            () => done({ kind: 'pong', confirmed: true }),
+            () => done({ kind: 'pong', confirmed: false }),
+          ),
+        );
+        return;
+      case 'status':
+        this.respond(connection, frame.id, { kind: 'status', status: this.status() });
+        return;
+      case 'locks':
+        this.track(connection, frame.id, (done, failed) =>
+          this.node.readBarrier().then(
+            () =>
+              done({
+                kind: 'locks',
+                locks: this.node.lockTable.listLocks({
+                  prefix: frame.prefix,
+                  after: frame.after,
+                  limit: frame.limit,
+                }),
+              }),
+            (error: RaftlockError) => failed(this.wireError(error)),
+          ),
+        );
+        return;
+      case 'lock': {
+        const deadlineMs = frame.timeoutMs === undefined ? undefined : Date.now() + frame.timeoutMs;
+        this.propose(connection, frame.id, {
+          type: 'acquire',
+          session,
+          requestNo: frame.requestNo,
+          name: frame.name,
+          scope: frame.scope,
+          deadlineMs,
+        });
+        return;
+      }
+      case 'unlock':
+        this.propose(connection, frame.id, {
+          type: 'release',
+          session,
+          requestNo: frame.requestNo,
+          name: frame.name,
+          sequence: frame.sequence,
+        });
+        return;
+      case 'cancel':
+        this.propose(connection, frame.id, { type: 'cancel', session, requestNo: frame.requestNo });
+        return;
+      case 'close':
+        this.propose(connection, frame.id, { type: 'closeSession', session });
+        return;
+      default:
+        frame satisfies never;
+    }
+  }
+
+  private track(
+    connection: ClientConnection,
+    id: number,
+    work: (done: (result: ResultBody) => void, failed: (error: WireError) => void) => void,
+  ): void {
+    connection.inFlight++;
+    let answered = false;
+    const finish = () => {
+      assert(!answered, 'gateway: request answered twice');
+      answered = true;
+      connection.inFlight--;
+    };
+    work(
+      (result) => {
+        finish();
+        this.respond(connection, id, result);
+      },
+      (error) => {
+        finish();
+        this.respondError(connection, id, error);
+      },
+    );
+  }
+
+  private propose(connection: ClientConnection, id: number, command: Command): void {
+    this.track(connection, id, (done, failed) =>
+      this.node.submit(command, (outcome: Outcome) => {
+        if (!outcome.ok) return failed(this.wireError(outcome.error));
+        const result = outcome.result;
+        if (result.kind === 'error') return failed({ code: result.code, message: result.message });
+        if (result.kind === 'opened' || result.kind === 'ignored') {
+          return failed({ code: 'INTERNAL', message: `unexpected result ${result.kind}` });
+        }
+        done(result);
+      }),
+    );
+  }
+
+  // ---------------------------------------------------------------- applied entries → notices
+
+  private onApplied(_index: number, _entry: Entry, _results: readonly Result[], effects: readonly Effect[]) {
+    if (this.bySession.size === 0) return;
+    for (const effect of effects) {
+      const connection = this.bySession.get(effect.session);
+      if (connection === undefined || connection.state !== 'open') continue;
+      const notice = noticeFor(effect);
+      if (notice !== null) this.send(connection, notice);
+      if (effect.kind === 'sessionEnded') {
+        this.bySession.delete(effect.session);
+        connection.state = 'closed';
+        this.closeConnection(connection, ClientCloseCode.sessionEnded, `session ${effect.reason}`);
+      }
+    }
+  }
+
+  private onRoleChanged(soft: SoftState): void {
+    if (soft.role === 'leader') return;
+    if (this.connections.size === 0) return;
+    for (const connection of [...this.connections]) this.failNotLeader(connection);
+  }
+
+  // ---------------------------------------------------------------- output
+
+  private send(connection: ClientConnection, frame: ServerFrame): void {
+    const ws = connection.ws;
+    if (ws.readyState !== WebSocket.OPEN) return;
+    ws.send(this.packr.pack(frame));
+    if (ws.bufferedAmount > serverLimits.clientSocketBufferedBytesMax) {
+      this.log.warn({ event: 'client_slow', remote: connection.remote }, 'client too slow; closing');
+      this.closeConnection(connection, ClientCloseCode.slowConsumer, 'too slow to read');
+    }
+  }
+
+  private respond(connection: ClientConnection, id: number, result: ResultBody): void {
+    this.send(connection, { t: 'res', id, ok: true, result });
+  }
+
+  private respondError(connection: ClientConnection, id: number, error: WireError): void {
+    this.send(connection, { t: 'res', id, ok: false, error });
+  }
+
+  private wireError(error: RaftlockError): WireError {
+    const code = typeof error.code === 'string' ? error.code : 'INTERNAL';
+    if (code !== 'NOT_LEADER' && code !== 'TRANSFERRING') return { code, message: error.message };
+    const leader = this.node.softState.leader;
+    return {
+      code,
+      message: error.message,
+      leader: leader ?? undefined,
+      leaderUrl: leader === null ? undefined : this.options.memberUrls.get(leader),
+    };
+  }
+
+  private failNotLeader(connection: ClientConnection): void {
+    this.fail(
+      connection,
+      ClientCloseCode.notLeader,
+      new NotLeaderError(`node ${this.node.id} is not the leader`),
+    );
+  }
+
+  private failOutcome(connection: ClientConnection, error: RaftlockError): void {
+    this.fail(
+      connection,
+      error.code === 'NOT_LEADER' ? ClientCloseCode.notLeader : ClientCloseCode.overloaded,
+      error,
+    );
+  }
+
+  private failResult(connection: ClientConnection, result: Result): void {
+    const error =
+      result.kind === 'error'
+        ? { code: result.code, message: result.message }
+        : { code: 'INTERNAL' as const, message: `unexpected result ${result.kind}` };
+    this.sendError(connection, error);
+    this.closeConnection(connection, ClientCloseCode.sessionEnded, error.code);
+  }
+
+  /** Sends an error frame, then closes. */
+  private fail(connection: ClientConnection, closeCode: number, error: RaftlockError): void {
+    if (connection.state === 'closed') return;
+    this.sendError(connection, this.wireError(error));
+    this.closeConnection(connection, closeCode, error.code);
+  }
+
+  private sendError(connection: ClientConnection, error: WireError): void {
+    this.send(connection, { t: 'error', ...error });
+  }
+
+  private closeConnection(connection: ClientConnection, code: number, reason: string): void {
+    const ws = connection.ws;
+    if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) {
+      ws.close(code, reason.slice(0, 120));
+      // A peer that never answers the close frame must not pin the socket.
+      setTimeout(() => ws.terminate(), 1_000).unref();
+    }
+    this.onClose(connection);
+  }
+
+  private onClose(connection: ClientConnection): void {
+    if (!this.connections.delete(connection)) return;
+    if (connection.helloTimer !== null) clearTimeout(connection.helloTimer);
+    connection.helloTimer = null;
+    const wasOpen = connection.state === 'open';
+    connection.state = 'closed';
+    if (!wasOpen) return;
+    if (this.bySession.get(connection.session) === connection) this.bySession.delete(connection.session);
+    this.node.connectionClosed(connection.session, connection.epoch);
+    this.log.info(
+      { event: 'client_disconnected', session: connection.session, epoch: connection.epoch },
+      'client disconnected',
+    );
+  }
+
+  private checkIdle(): void {
+    const nowMs = Date.now();
+    const timeoutMs = this.node.timing.connectionTimeoutMs;
+    for (const connection of [...this.connections]) {
+      if (connection.state !== 'open' || nowMs - connection.lastHeardMs < timeoutMs) continue;
+      this.log.info({ event: 'client_idle', session: connection.session }, 'client connection idle');
+      this.closeConnection(connection, ClientCloseCode.idle, 'idle');
+    }
+  }
+
+  private dropAll(code: number, reason: string): void {
+    for (const connection of [...this.connections]) this.closeConnection(connection, code, reason);
+  }
+
+  // ---------------------------------------------------------------- auth
+
+  private authenticate(principal: string, password: string): boolean {
+    const expected = this.users.get(principal);
+    // Compare digests in constant time; an unknown principal costs the same as a wrong password.
+    const given = digest(password);
+    return timingSafeEqual(given, expected ?? digest(`\0unknown\0${password}`)) && expected !== undefined;
+  }
+
+  /** A session's reconnect token: only members of the cluster (holders of its secret) can mint one. */
+  private sessionToken(id: number): string {
+    return createHmac('sha256', this.options.clusterSecret)
+      .update(`raftlock/session-token/v1\0${this.options.clusterId}\0${id}`)
+      .digest('base64url');
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    if (this.watchdog !== null) clearInterval(this.watchdog);
+    this.watchdog = null;
+    const leader = this.node.softState.leader;
+    for (const connection of [...this.connections]) {
+      if (leader !== null && leader !== this.node.id) this.failNotLeader(connection);
+      else this.closeConnection(connection, ClientCloseCode.shuttingDown, 'shutting down');
+    }
+    this.wss.close();
+    await new Promise<void>((resolve) => {
+      this.http.close(() => resolve());
+      this.http.closeAllConnections();
+    });
+  }
+}
+
+function noticeFor(effect: Effect): NoticeFrame | null {
+  switch (effect.kind) {
+    case 'granted':
+      return {
+        t: 'notice',
+        notice: 'granted',
+        name: effect.name,
+        sequence: effect.sequence,
+        scope: effect.scope,
+        requestNos: effect.requestNos,
+      };
+    case 'released':
+      return {
+        t: 'notice',
+        notice: 'lost',
+        name: effect.name,
+        sequence: effect.sequence,
+        reason: effect.reason,
+      };
+    case 'scopeChanged':
+      return {
+        t: 'notice',
+        notice: 'scopeChanged',
+        name: effect.name,
+        sequence: effect.sequence,
+        scope: effect.scope,
+      };
+    case 'waitEnded':
+      return {
+        t: 'notice',
+        notice: 'waitEnded',
+        name: effect.name,
+        requestNo: effect.requestNo,
+        reason: effect.reason,
+        code: waitEndCodes[effect.reason],
+      };
+    case 'sessionEnded':
+      return { t: 'notice', notice: effect.reason === 'expired' ? 'sessionExpired' : 'sessionClosed' };
+    case 'waiting':
+      return null;
+    default:
+      return effect satisfies never;
+  }
+}
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
+function tokensEqual(a: string, b: string): boolean {
+  const left = digest(a);
+  const right = digest(b);
+  return timingSafeEqual(left, right);
+}
+
+function toBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}
+
+function sendJson(response: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  response.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+  response.end(text);
+}

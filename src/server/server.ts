@@ -1,0 +1,105 @@
+// Assembles one raftlock node: storage (recovering from disk or bootstrapping), the peer transport, the
+// Raft driver with its lock table, and the client gateway; and takes them down again in order.
+
+import { mkdirSync } from 'node:fs';
+import { LevelStorage } from '../storage/level-storage.ts';
+import { PeerTransport } from '../transport/peer-transport.ts';
+import type { NodeConfig } from './config.ts';
+import { Gateway } from './gateway.ts';
+import type { Logger } from './log.ts';
+import { RaftlockNode } from './node.ts';
+
+export interface RaftlockServer {
+  readonly node: RaftlockNode;
+  readonly gateway: Gateway;
+  /** Graceful: hand leadership over (if leader), close client connections, then peers, then the disk. */
+  stop(options?: { readonly transferTimeoutMs?: number }): Promise<void>;
+}
+
+export async function startServer(
+  config: NodeConfig,
+  log: Logger,
+  onFatal: (error: unknown) => void,
+): Promise<RaftlockServer> {
+  mkdirSync(config.dataDir, { recursive: true });
+  const storage = await LevelStorage.open(config.dataDir, { sync: config.sync });
+  const voters = config.members.map((member) => member.id).sort();
+  let state = await storage.load();
+  if (state === null) {
+    state = await storage.bootstrap({ voters, learners: [] });
+    log.info({ event: 'storage_bootstrapped', dataDir: config.dataDir, voters }, 'new data directory');
+  } else {
+    const info = storage.info();
+    log.info(
+      {
+        event: 'storage_recovered',
+        dataDir: config.dataDir,
+        snapshotIndex: info.snapshotIndex,
+        lastIndex: info.lastIndex,
+        term: info.hardState.term,
+        commit: info.hardState.commit,
+      },
+      'recovered from disk',
+    );
+  }
+  const transportLog = log.child({ component: 'transport' });
+  const transport = await PeerTransport.listen({
+    id: config.id,
+    clusterId: config.clusterId,
+    secret: config.clusterSecret,
+    listen: config.peerListen,
+    peers: new Map(
+      config.members.filter((member) => member.id !== config.id).map((member) => [member.id, member.peer]),
+    ),
+    log: ({ level, ...fields }) => transportLog[level](fields, fields.event),
+  });
+  const node = new RaftlockNode({
+    id: config.id,
+    storage,
+    transport,
+    state,
+    timing: config.timing,
+    log,
+    onFatal,
+  });
+  const memberUrls = new Map<string, string>();
+  for (const member of config.members) if (member.url !== null) memberUrls.set(member.id, member.url);
+  const gateway = await Gateway.listen({
+    node,
+    clusterId: config.clusterId,
+    clusterSecret: config.clusterSecret,
+    listen: config.listen,
+    memberUrls,
+    users: config.users,
+    reconnectionWindowMs: config.reconnectionWindowMs,
+    log,
+  });
+  node.start();
+  log.info(
+    {
+      event: 'listening',
+      client: `${config.listen.host}:${gateway.address.port}`,
+      peer: `${config.peerListen.host}:${transport.address.port}`,
+    },
+    'listening',
+  );
+
+  let stopping: Promise<void> | null = null;
+  const stop = (options: { readonly transferTimeoutMs?: number } = {}): Promise<void> => {
+    stopping ??= (async () => {
+      const timing = config.timing;
+      const transferTimeoutMs = options.transferTimeoutMs ?? timing.tickMs * timing.electionTimeoutTicks * 2;
+      if (node.isLeader) {
+        const handed = await node.transferLeadership(transferTimeoutMs);
+        log.info({ event: 'leadership_handed_over', ok: handed }, 'leadership transfer finished');
+      }
+      await gateway.close();
+      await node.stop();
+      await transport.close();
+      await storage.close();
+      log.info({ event: 'node_stopped' }, 'stopped');
+    })();
+    return stopping;
+  };
+  return { node, gateway, stop };
+}
