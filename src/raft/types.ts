@@ -9,7 +9,7 @@ export const EntryType = {
   normal: 0,
   /** Empty entry a new leader appends so it can commit an entry of its own term at once. */
   noop: 1,
-  /** A membership change; `data` is the msgpackr encoding of a `ConfChange`. */
+  /** A membership change; `data` is a `ConfChange` as JSON bytes (see conf-change.ts). */
   confChange: 2,
 } as const;
 export type EntryType = (typeof EntryType)[keyof typeof EntryType];
