@@ -23,7 +23,10 @@ function runOnce(durationMs: number): { committed: number; elapsedMs: number; me
   const nodes = new Map<NodeId, RaftNode>();
   const durableEntries = new Map<NodeId, number>();
   for (const [i, id] of ids.entries()) {
-    const snapshot = { meta: { index: 0, term: 0, conf: { voters: ids, learners: [] } }, data: new Uint8Array() };
+    const snapshot = {
+      meta: { index: 0, term: 0, conf: { voters: ids, learners: [] } },
+      data: new Uint8Array(),
+    };
     nodes.set(
       id,
       new RaftNode(defaultRaftConfig(id, createPrng(i + 1)), {
@@ -70,13 +73,17 @@ function runOnce(durationMs: number): { committed: number; elapsedMs: number; me
   return { committed: first.status().commit - startCommit, elapsedMs: now - start, messages };
 }
 
-console.log(`bench-raft: ${nodeCount} nodes, 64-byte entries, ${batch} proposals per round, ${runs} runs × ${seconds}s`);
+console.log(
+  `bench-raft: ${nodeCount} nodes, 64-byte entries, ${batch} proposals per round, ${runs} runs × ${seconds}s`,
+);
 const rates: number[] = [];
 for (let r = 0; r < runs; r++) {
   const { committed, elapsedMs, messages } = runOnce(seconds * 1000);
   const rate = committed / (elapsedMs / 1000);
   rates.push(rate);
-  console.log(`  run ${r + 1}/${runs}: ${committed} entries in ${elapsedMs.toFixed(0)} ms → ${Math.round(rate)} entries/s (${messages} messages)`);
+  console.log(
+    `  run ${r + 1}/${runs}: ${committed} entries in ${elapsedMs.toFixed(0)} ms → ${Math.round(rate)} entries/s (${messages} messages)`,
+  );
 }
 rates.sort((a, b) => a - b);
 const median = rates[Math.floor(rates.length / 2)]!;

@@ -35,10 +35,16 @@ describe('purity of the deterministic core', () => {
     for (const file of sources(dir)) {
       it(`C1: ${file} imports no I/O and reads no time or randomness`, () => {
         const code = stripComments(readFileSync(join(root, file), 'utf8'));
-        const imports = [...code.matchAll(/(?:import|export)[^'"]*from\s+['"]([^'"]+)['"]/g)].map((m) => m[1]!);
+        const imports = [...code.matchAll(/(?:import|export)[^'"]*from\s+['"]([^'"]+)['"]/g)].map(
+          (m) => m[1]!,
+        );
         // msgpackr is a pure codec; the raft core does without it.
         const allowed = dir === 'src/raft' ? allowedImports.slice(0, 2) : allowedImports;
-        for (const spec of imports) expect(allowed.some((re) => re.test(spec)), `${file} imports ${spec}`).toBe(true);
+        for (const spec of imports)
+          expect(
+            allowed.some((re) => re.test(spec)),
+            `${file} imports ${spec}`,
+          ).toBe(true);
         for (const [re, what] of forbidden) expect(re.test(code), `${file} uses ${what}`).toBe(false);
       });
     }

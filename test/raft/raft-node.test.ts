@@ -6,7 +6,10 @@ import { EntryType } from '../../src/raft/index.ts';
 import { bytes, LockstepCluster, text } from './harness.ts';
 
 const payloads = (c: LockstepCluster, id: string): string[] =>
-  c.get(id).applied.filter((e) => e.type === EntryType.normal).map((e) => text(e.data));
+  c
+    .get(id)
+    .applied.filter((e) => e.type === EntryType.normal)
+    .map((e) => text(e.data));
 
 describe('raft core', () => {
   it('C1: a 3-node cluster elects one leader and replicates committed entries to all', () => {
@@ -17,7 +20,8 @@ describe('raft core', () => {
     for (let i = 0; i < 50; i++) expect(leader.propose(bytes(`e${i}`)).ok).toBe(true);
     c.settle();
     c.tick(2);
-    for (const id of ['n1', 'n2', 'n3']) expect(payloads(c, id)).toEqual(Array.from({ length: 50 }, (_, i) => `e${i}`));
+    for (const id of ['n1', 'n2', 'n3'])
+      expect(payloads(c, id)).toEqual(Array.from({ length: 50 }, (_, i) => `e${i}`));
   });
 
   it('C1: a new leader appends a no-op of its own term first', () => {
@@ -135,11 +139,20 @@ describe('raft core', () => {
     c.settle();
     c.tick(1);
     const learner = c.add('n4', []);
-    learner.durable.snapshot = { ...learner.durable.snapshot, meta: { index: 0, term: 0, conf: { voters: [], learners: [] } } };
+    learner.durable.snapshot = {
+      ...learner.durable.snapshot,
+      meta: { index: 0, term: 0, conf: { voters: [], learners: [] } },
+    };
     c.restart('n4');
-    expect(leader.proposeConfChange({ type: 'addVoter', node: 'n4' })).toMatchObject({ ok: false, code: 'INVALID_CONF_CHANGE' });
+    expect(leader.proposeConfChange({ type: 'addVoter', node: 'n4' })).toMatchObject({
+      ok: false,
+      code: 'INVALID_CONF_CHANGE',
+    });
     expect(leader.proposeConfChange({ type: 'addLearner', node: 'n4' }).ok).toBe(true);
-    expect(leader.proposeConfChange({ type: 'remove', node: 'n2' })).toMatchObject({ ok: false, code: 'CONF_CHANGE_PENDING' });
+    expect(leader.proposeConfChange({ type: 'remove', node: 'n2' })).toMatchObject({
+      ok: false,
+      code: 'CONF_CHANGE_PENDING',
+    });
     c.settle();
     c.tick(3);
     expect(leader.status().conf.learners).toEqual(['n4']);
