@@ -205,6 +205,19 @@ export class RaftNode {
     return true;
   }
 
+  /**
+   * The driver saw the leader's link close (a process that died closes its sockets at once). Drop the leader
+   * and campaign within a few ticks instead of a whole election timeout. Safe against a false alarm: our
+   * pre-vote still needs a quorum, and followers that still hear the leader refuse it (leader lease).
+   */
+  forgetLeader(): void {
+    if (this.role !== 'follower' || this.leader === null) return;
+    this.leader = null;
+    // Spread the followers' campaigns over a few ticks so that one usually wins the first round.
+    const soon = 1 + Math.floor(this.config.random() * Math.max(3, this.config.electionTimeoutTicks / 2));
+    this.electionElapsed = Math.max(this.electionElapsed, this.randomizedElectionTimeout - soon);
+  }
+
   /** The driver lost its link to `to`: appends in flight are gone, so go back to probing. */
   reportUnreachable(to: NodeId): void {
     const pr = this.progress.get(to);

@@ -193,3 +193,37 @@ describe('raft core', () => {
     expect(results.at(-1)).toMatchObject({ ok: false, code: 'PROPOSALS_FULL' });
   });
 });
+
+describe('raft core: fast failover', () => {
+  it('C2: followers that saw the leader’s link close usually elect a new leader within a few ticks', () => {
+    const ticksToLeader: number[] = [];
+    for (let seed = 1; seed <= 21; seed++) {
+      const c = new LockstepCluster(['n1', 'n2', 'n3'], seed);
+      const leader = c.elect();
+      c.isolate(leader.id);
+      const followers = [...c.members.values()].filter((m) => m.node !== leader).map((m) => m.node);
+      for (const f of followers) f.forgetLeader();
+      let ticks = 0;
+      while (!followers.some((f) => f.status().role === 'leader')) {
+        c.tick();
+        ticks++;
+        expect(ticks).toBeLessThan(40); // a split vote costs one more election timeout (10–20 ticks)
+      }
+      ticksToLeader.push(ticks);
+    }
+    ticksToLeader.sort((a, b) => a - b);
+    // Without forgetLeader the first campaign starts only after 10–20 ticks.
+    expect(ticksToLeader[10]).toBeLessThanOrEqual(6);
+  });
+
+  it('C1: a single follower’s false alarm does not depose a healthy leader', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3']);
+    const leader = c.elect();
+    const { term } = leader.status();
+    const follower = [...c.members.values()].find((m) => m.node !== leader)!.node;
+    follower.forgetLeader();
+    c.tick(10);
+    expect(c.leader()?.id).toBe(leader.id);
+    expect(leader.status().term).toBe(term);
+  });
+});
