@@ -22,7 +22,7 @@ import { EntryType } from '../../src/raft/types.ts';
 import type { MemoryStorage } from '../../src/storage/memory-storage.ts';
 import type { CoreStatus, SimCore } from './core.ts';
 import { hashBytes } from './hash.ts';
-import type { HashChainMachine } from './state-machine.ts';
+import type { SimMachine } from './state-machine.ts';
 
 export type CheckName =
   | 'election safety'
@@ -68,7 +68,7 @@ export interface CheckedNode {
   readonly incarnation: number;
   readonly core: SimCore;
   readonly storage: MemoryStorage;
-  readonly machine: HashChainMachine;
+  readonly machine: SimMachine;
 }
 
 interface NodeTrack {

@@ -29,7 +29,7 @@ import { type CoreStatus, createCore, decodeChange, type SimCore, simRaftConfig 
 import { EventQueue } from './event-queue.ts';
 import { deriveSeed, mix, Stream } from './hash.ts';
 import { calmNetwork, Network, type NetworkConditions, nodeSlotsMax } from './network.ts';
-import { HashChainMachine } from './state-machine.ts';
+import { HashChainMachine, type SimMachine } from './state-machine.ts';
 
 /** Virtual time units per tick: messages and fsyncs take fractions of a tick. */
 export const unitsPerTick = 10;
@@ -51,6 +51,13 @@ export interface WorkloadOptions {
   readRate: number;
   payloadBytesMax: number;
 }
+
+/**
+ * Makes one client command for a proposal (the workload's and the liveness check's). `random` is the
+ * cluster's workload stream; `now` the virtual time in units (the leader stamps its clock from it).
+ * Without one, commands are unique random bytes for the hash-chain machine.
+ */
+export type PayloadFactory = (random: () => number, context: { now: number; tick: number }) => Uint8Array;
 
 export interface SnapshotOptions {
   /** Take an application snapshot every this many applied entries. */
@@ -77,6 +84,10 @@ export interface ClusterOptions {
   checks?: CheckLevel;
   /** Keep the last trace lines in memory (slower); printed with a failure. */
   trace?: boolean;
+  /** Each node's replicated state machine (one per node, kept across its restarts); default HashChainMachine. */
+  machine?: (id: NodeId) => SimMachine;
+  /** The client commands proposals carry; default unique random bytes (see `payload`). */
+  payload?: PayloadFactory;
 }
 
 export interface SimStats {
@@ -122,10 +133,9 @@ class NodeSlot implements CheckedNode {
   lastSnapshotIndex = 0;
   /** Last status the checkers observed. */
   status: CoreStatus | null = null;
-  readonly machine = new HashChainMachine();
-
   constructor(
     readonly id: NodeId,
+    readonly machine: SimMachine,
     readonly slot: number,
     readonly storage: MemoryStorage,
     readonly tickPeriod: number,
@@ -224,6 +234,8 @@ export class Cluster {
   private readonly clockSkew: boolean;
   private readonly autoPromote: boolean;
   private readonly traceLines: string[] | null;
+  private readonly machineFactory: (id: NodeId) => SimMachine;
+  private readonly payloadFactory: PayloadFactory | null;
   private proposalCounter = 0;
   private readCounter = 0;
   /** How each read ended: its index once confirmed, or the failure code. */
@@ -252,6 +264,8 @@ export class Cluster {
     this.clockSkew = options.clockSkew ?? false;
     this.autoPromote = options.autoPromote ?? true;
     this.traceLines = options.trace ? [] : null;
+    this.machineFactory = options.machine ?? (() => new HashChainMachine());
+    this.payloadFactory = options.payload ?? null;
     this.checker = new Checker(
       () => ({ seed: this.seed, time: this.now, tick: this.tick }),
       (id) => this.byId.get(id)?.storage,
@@ -305,7 +319,7 @@ export class Cluster {
     return this.slotOf(id).storage;
   }
 
-  machine(id: NodeId): HashChainMachine {
+  machine(id: NodeId): SimMachine {
     return this.slotOf(id).machine;
   }
 
@@ -671,9 +685,10 @@ export class Cluster {
     }
   }
 
-  /** A unique client command: a counter, then seeded filler bytes. */
+  /** A client command: the payload factory's, or a unique one (a counter, then seeded filler bytes). */
   payload(bytesMax = 32): Uint8Array {
     const random = this.workloadRandom;
+    if (this.payloadFactory !== null) return this.payloadFactory(random, { now: this.now, tick: this.tick });
     const length = 8 + Math.floor(random() * Math.max(1, bytesMax - 7));
     const data = new Uint8Array(length);
     new DataView(data.buffer).setUint32(0, ++this.proposalCounter);
@@ -821,7 +836,8 @@ export class Cluster {
     assert(this.slots.length < nodeSlotsMax, `cluster: more than ${nodeSlotsMax} nodes`);
     const period = this.clockSkew ? unitsPerTick - 1 + Math.floor(this.clockRandom() * 3) : unitsPerTick;
     const phase = Math.floor(this.clockRandom() * unitsPerTick);
-    const slot = new NodeSlot(id, this.slots.length, new MemoryStorage(initial), period, phase);
+    const storage = new MemoryStorage(initial);
+    const slot = new NodeSlot(id, this.machineFactory(id), this.slots.length, storage, period, phase);
     this.slots.push(slot);
     this.byId.set(id, slot);
     return slot;

@@ -9,7 +9,7 @@
 import fc from 'fast-check';
 import type { NodeId } from '../../src/raft/types.ts';
 import { type CheckLevel, SimViolation } from './checkers.ts';
-import { Cluster, unitsPerTick } from './cluster.ts';
+import { Cluster, type ClusterOptions, unitsPerTick } from './cluster.ts';
 import { applyFault, type FaultEvent, type FaultKind, FaultState, partitionShapes } from './faults.ts';
 import { mix } from './hash.ts';
 import type { NetworkConditions } from './network.ts';
@@ -211,7 +211,12 @@ export function baselineNetwork(schedule: Schedule): NetworkConditions {
   };
 }
 
-export function clusterFor(schedule: Schedule, options: RunOptions = {}): Cluster {
+/** `plug` swaps in another state machine and client payloads (test/sim/lock-table-sim.ts). */
+export function clusterFor(
+  schedule: Schedule,
+  options: RunOptions = {},
+  plug: Pick<ClusterOptions, 'machine' | 'payload'> = {},
+): Cluster {
   return new Cluster({
     seed: schedule.seed,
     nodes: schedule.nodes,
@@ -229,6 +234,7 @@ export function clusterFor(schedule: Schedule, options: RunOptions = {}): Cluste
     snapshots: schedule.snapshots,
     checks: options.checks ?? 'all',
     trace: options.trace ?? false,
+    ...plug,
   });
 }
 

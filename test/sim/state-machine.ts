@@ -12,7 +12,24 @@ const recentCommandsMax = 24;
 const chainStart = 0x2545f491;
 const headerBytes = 16;
 
-export class HashChainMachine {
+/**
+ * What the simulator needs of a node's replicated state machine. The cluster applies committed
+ * entries in order (noop and membership entries too: they only move `index`), serializes it for
+ * application snapshots and restores it from the disk's or a leader's snapshot (an empty one at
+ * index 0 is the initial state). The checkers compare `chain` across replicas at each index, so it
+ * must be a digest of the state (or the history) that a restore reproduces.
+ */
+export interface SimMachine {
+  /** Log index of the last applied entry (of any type). */
+  readonly index: number;
+  /** 32-bit digest of the replica after `index`: equal on every replica at one index. */
+  readonly chain: number;
+  apply(entry: Entry): void;
+  serialize(): Uint8Array;
+  restore(snapshot: Snapshot): void;
+}
+
+export class HashChainMachine implements SimMachine {
   /** Log index of the last applied entry (of any type). */
   index = 0;
   /** Hash over every applied command's fingerprint, in order. */
