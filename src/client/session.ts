@@ -14,12 +14,22 @@ import type WebSocket from 'ws';
 import {
   AbortedError,
   InvalidArgumentError,
+  ProtocolError,
   type RaftlockError,
   SessionClosedError,
   TimeoutError,
   UnavailableError,
 } from '../errors.ts';
-import type { NoticeFrame, RequestBody, ResultBody, Scope, ServerFrame, WelcomeFrame } from '../protocol.ts';
+import { lockNameBytesMax } from '../limits.ts';
+import type {
+  LockView,
+  NoticeFrame,
+  RequestBody,
+  ResultBody,
+  Scope,
+  ServerFrame,
+  WelcomeFrame,
+} from '../protocol.ts';
 import { ClientCloseCode } from '../protocol.ts';
 import { decode, encode, errorFromWire, openConnection, type WireRaftlockError } from './connection.ts';
 
@@ -44,15 +54,70 @@ export interface ConnectOptions {
 }
 
 export interface LockOptions {
+  /** Aborting it withdraws the wait (S14); the call rejects with ABORTED. */
   readonly signal?: AbortSignal;
+  /** Gives up after this long (S14); the call rejects with TIMEOUT. Integer 0 … 86 400 000; none by default. */
   readonly timeoutMs?: number;
+}
+
+/** Why a SessionLock stopped being owned: `lock.signal.reason` and the `lockLost` event's second argument. */
+export type LockEndReason =
+  /** This client's `unlock()` (or `await using`) ended it. */
+  | 'unlocked'
+  /** The cluster released it (S10 loss notices). */
+  | 'unlock'
+  | 'connectionLost'
+  | 'sessionClosed'
+  | 'sessionExpired'
+  | 'cancelled'
+  /** A resume showed the cluster no longer holds it for this session. */
+  | 'released'
+  /** The client's clock passed `safeUntil()` without a confirmed keepalive (S10). */
+  | 'expired';
+
+export interface SessionEvents {
+  /** The connection dropped; the client is trying the servers again. */
+  reconnecting: [];
+  /** The session resumed on a (possibly different) server. */
+  reconnected: [];
+  /** The session ended: `close()`, expiry, or no reconnect within the window. Fires once. */
+  closed: [error: RaftlockError];
+  /** A lock ended without this client's `unlock()` or `close()`. */
+  lockLost: [lock: SessionLock, reason: LockEndReason];
+}
+
+/** The most milliseconds `timeoutMs` may be: one day (the gateway's bound). */
+const lockTimeoutMsMax = 24 * 60 * 60 * 1000;
+const loneSurrogate = /\p{Surrogate}/u;
+
+function checkLockArguments(
+  name: unknown,
+  scope: unknown,
+  options: LockOptions,
+): InvalidArgumentError | null {
+  if (typeof name !== 'string' || name.length === 0)
+    return new InvalidArgumentError('a lock name is a non-empty string');
+  if (Buffer.byteLength(name) > lockNameBytesMax)
+    return new InvalidArgumentError(`a lock name is at most ${lockNameBytesMax} UTF-8 bytes`);
+  if (loneSurrogate.test(name)) return new InvalidArgumentError('a lock name must be well-formed Unicode');
+  if (scope !== 'UNLOCK_ON_SESSION_LOSS' && scope !== 'UNLOCK_ON_CONNECTION_LOSS')
+    return new InvalidArgumentError(`unknown scope ${String(scope)}`);
+  const timeoutMs = options.timeoutMs;
+  if (
+    timeoutMs !== undefined &&
+    !(Number.isSafeInteger(timeoutMs) && timeoutMs >= 0 && timeoutMs <= lockTimeoutMsMax)
+  )
+    return new InvalidArgumentError(`timeoutMs must be an integer in [0, ${lockTimeoutMsMax}]`);
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal))
+    return new InvalidArgumentError('signal must be an AbortSignal');
+  return null;
 }
 
 const now = () => performance.now();
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export class SessionLock {
-  private ownedFlag = true;
+  private endReason: LockEndReason | null = null;
   private readonly controller = new AbortController();
 
   /** @internal */
@@ -66,34 +131,37 @@ export class SessionLock {
   getName(): string {
     return this.name;
   }
+  /** The grant's fencing token (S8): greater than every earlier grant's of this name. */
   getSequence(): number {
     return this.sequence;
   }
+  /** The grant's scope; S5 may have weakened it to UNLOCK_ON_CONNECTION_LOSS. */
   getScope(): SessionLockScope {
     return this.scope;
   }
 
-  /** Fires, with the reason, when ownership ends. */
+  /** Aborts, with a `LockEndReason` as its reason, when ownership ends. */
   get signal(): AbortSignal {
     return this.controller.signal;
   }
 
   /** Local and conservative (S10). Once false, false forever. */
   isOwned(): boolean {
-    if (!this.ownedFlag) return false;
-    if (now() >= this.safeUntil()) {
-      this.end('expired');
+    if (this.endReason !== null) return false;
+    if (now() >= this.session.safeUntilFor(this.scope)) {
+      this.session.expireLocally(this);
       return false;
     }
     return true;
   }
 
-  /** The monotonic (performance.now()) time up to which ownership is certain; -Infinity once lost. */
+  /** The monotonic (`performance.now()`) time up to which ownership is certain; -Infinity once lost. */
   safeUntil(): number {
-    if (!this.ownedFlag) return Number.NEGATIVE_INFINITY;
+    if (this.endReason !== null) return Number.NEGATIVE_INFINITY;
     return this.session.safeUntilFor(this.scope);
   }
 
+  /** Same session, name, sequence and scope: what S4's repeat calls return. */
   equals(other: unknown): boolean {
     return (
       other instanceof SessionLock &&
@@ -104,13 +172,18 @@ export class SessionLock {
     );
   }
 
-  /** Releases the lock; resolves true if this session owned it (S6). */
+  /** Releases the lock; resolves true if this session owned it (S6). Afterwards it is not owned. */
   unlock(): Promise<boolean> {
     return this.session.unlockLock(this);
   }
 
+  /** `await using lock = await session.lock(…)`: unlocks at the end of the scope, never throws. */
   async [Symbol.asyncDispose](): Promise<void> {
-    if (this.ownedFlag) await this.unlock().catch(() => undefined);
+    if (this.endReason === null) await this.unlock().catch(() => undefined);
+  }
+
+  toString(): string {
+    return `SessionLock(${this.name}, ${this.sequence}, ${this.scope})`;
   }
 
   /** @internal */
@@ -118,17 +191,17 @@ export class SessionLock {
     this.scope = scope;
   }
 
-  /** @internal */
-  end(reason: string): boolean {
-    if (!this.ownedFlag) return false;
-    this.ownedFlag = false;
+  /** @internal Ends ownership for good; true if it was owned until now. */
+  end(reason: LockEndReason): boolean {
+    if (this.endReason !== null) return false;
+    this.endReason = reason;
     this.controller.abort(reason);
     return true;
   }
 
   /** @internal */
-  get ownedLocally(): boolean {
-    return this.ownedFlag;
+  get ended(): boolean {
+    return this.endReason !== null;
   }
 }
 
@@ -148,27 +221,42 @@ interface LockCall {
   readonly timeoutMs: number | undefined;
   readonly resolve: (lock: SessionLock) => void;
   readonly reject: (error: RaftlockError) => void;
-  /** Answered `waiting`: the grant comes as a notice. */
-  waiting: boolean;
   cleanup: () => void;
 }
 
 type SessionState = 'connected' | 'reconnecting' | 'closed';
 
-export class Session extends EventEmitter {
+const CONNECTION: SessionLockScope = 'UNLOCK_ON_CONNECTION_LOSS';
+
+export class Session extends EventEmitter<SessionEvents> {
   private state: SessionState = 'connected';
+  /** close() was called: the locks it releases are not reported as lost. */
+  private closing = false;
   private ws: WebSocket;
   private url: string;
   private welcome: WelcomeFrame;
   private nextId = 1;
   private nextRequestNo = 1;
   private readonly requests = new Map<number, PendingRequest>();
+  /** Lock calls not yet completed, by request number; re-sent after every reconnect. */
   private readonly lockCalls = new Map<number, LockCall>();
   private readonly locks = new Map<string, SessionLock>();
+  /**
+   * Abandoned calls whose cancel waits because another call of this session for the same name still
+   * waits: all of a session's calls for a name share one place in the queue and one grant (S4), and a
+   * cancel of a granted call would release that shared grant (S14). Cancelled with the last of them.
+   */
+  private readonly detached = new Map<string, number[]>();
+  /** Request numbers whose cancel is on its way: a grant naming only these is released by the cancel. */
+  private readonly cancelling = new Set<number>();
+  /** Grants this client gave up locally (isOwned() expiry) whose fenced unlock is on its way. */
+  private readonly expiring = new Map<string, number>();
   private lastConfirmedSendMs: number;
   private lastHeardMs: number;
   private disconnectedAtMs = 0;
   private pinger: NodeJS.Timeout | null = null;
+  private expiryTimer: NodeJS.Timeout | null = null;
+  private hint: string | null = null;
   private readonly options: Required<ConnectOptions>;
 
   /** @internal */
@@ -186,6 +274,7 @@ export class Session extends EventEmitter {
     this.attach();
   }
 
+  /** The cluster's id for this session (as `listLocks()` shows owners and waiters). */
   get sessionId(): number {
     return this.welcome.session.id;
   }
@@ -199,23 +288,29 @@ export class Session extends EventEmitter {
     return this.url;
   }
 
+  /** The reconnection window the cluster granted this session (S11). */
+  get reconnectionWindowMs(): number {
+    return this.welcome.session.reconnectionWindowMs;
+  }
+
   // ---------------------------------------------------------------- API
 
+  /** Resolves once this session owns `name` (S3); see docs/client.md for S4, S5 and S14. */
   lock(
     name: string,
     scope: SessionLockScope = SessionLockScope.UNLOCK_ON_SESSION_LOSS,
     options: LockOptions = {},
   ): Promise<SessionLock> {
     if (this.state === 'closed') return Promise.reject(new SessionClosedError('session is closed'));
-    if (typeof name !== 'string' || name.length === 0)
-      return Promise.reject(new InvalidArgumentError('a lock name is a non-empty string'));
-    if (scope !== 'UNLOCK_ON_SESSION_LOSS' && scope !== 'UNLOCK_ON_CONNECTION_LOSS')
-      return Promise.reject(new InvalidArgumentError(`unknown scope ${String(scope)}`));
+    const invalid = checkLockArguments(name, scope, options);
+    if (invalid !== null) return Promise.reject(invalid);
+    if (options.signal?.aborted) return Promise.reject(new AbortedError(`lock ${name} aborted`));
     const owned = this.locks.get(name);
-    // S4: a lock we own answers at once with an equal SessionLock. A different scope goes to the
-    // cluster, which may weaken the grant (S5, a scopeChanged notice).
-    if (owned?.isOwned() && owned.getScope() === scope) return Promise.resolve(owned);
-    if (options.signal?.aborted) return Promise.reject(new AbortedError('lock request aborted'));
+    // S4: a lock this session owns answers at once with the same SessionLock. A call asking for a
+    // weaker scope than the grant has goes to the cluster, which weakens the grant (S5).
+    if (owned?.isOwned() && (owned.getScope() === scope || owned.getScope() === CONNECTION)) {
+      return Promise.resolve(owned);
+    }
     const requestNo = this.nextRequestNo++;
     return new Promise<SessionLock>((resolve, reject) => {
       const call: LockCall = {
@@ -225,25 +320,26 @@ export class Session extends EventEmitter {
         timeoutMs: options.timeoutMs,
         resolve,
         reject,
-        waiting: false,
         cleanup: () => {},
       };
-      const timers: (() => void)[] = [];
+      const clears: (() => void)[] = [];
       if (options.timeoutMs !== undefined) {
+        const timeoutMs = options.timeoutMs;
         const timer = setTimeout(
-          () => this.abandon(call, new TimeoutError(`lock ${name} timed out`)),
-          options.timeoutMs,
+          () => this.abandon(call, new TimeoutError(`lock ${name}: no grant within ${timeoutMs} ms`)),
+          timeoutMs,
         );
-        timers.push(() => clearTimeout(timer));
+        clears.push(() => clearTimeout(timer));
       }
       if (options.signal !== undefined) {
         const signal = options.signal;
-        const onAbort = () => this.abandon(call, new AbortedError(`lock ${name} aborted`));
+        const onAbort = () =>
+          this.abandon(call, new AbortedError(`lock ${name} aborted`, { cause: signal.reason }));
         signal.addEventListener('abort', onAbort, { once: true });
-        timers.push(() => signal.removeEventListener('abort', onAbort));
+        clears.push(() => signal.removeEventListener('abort', onAbort));
       }
       call.cleanup = () => {
-        for (const clear of timers) clear();
+        for (const clear of clears) clear();
       };
       this.lockCalls.set(requestNo, call);
       // While reconnecting, resync() sends every lock call once the session is back.
@@ -251,52 +347,80 @@ export class Session extends EventEmitter {
     });
   }
 
+  /** Closes the session: the cluster releases its locks and withdraws its waits (S11). */
   async close(): Promise<void> {
     if (this.state === 'closed') return;
+    this.closing = true;
     try {
       await this.request({ op: 'close' }, true);
     } catch (error) {
       if ((error as RaftlockError).code !== 'SESSION_CLOSED') {
-        this.shutdown(error as RaftlockError);
+        this.shutdown(error as RaftlockError, 'sessionClosed');
         throw error;
       }
     }
-    this.shutdown(new SessionClosedError('session closed'));
+    this.shutdown(new SessionClosedError('session closed'), 'sessionClosed');
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close().catch(() => undefined);
   }
 
   /** Linearizable list of locks (S15). */
-  async listLocks(options: { prefix?: string; after?: string; limit?: number } = {}) {
+  async listLocks(
+    options: { prefix?: string; after?: string; limit?: number } = {},
+  ): Promise<readonly LockView[]> {
     const result = await this.request({ op: 'locks', ...options }, false);
-    if (result.kind !== 'locks') throw new UnavailableError(`unexpected result ${result.kind}`);
+    if (result.kind !== 'locks') throw new ProtocolError(`unexpected result ${result.kind}`);
     return result.locks;
   }
 
   // ---------------------------------------------------------------- internals used by SessionLock
 
-  /** @internal */
+  /** @internal The S10 deadline for a lock of `scope`. */
   safeUntilFor(scope: SessionLockScope): number {
     if (this.state === 'closed') return Number.NEGATIVE_INFINITY;
-    if (scope === 'UNLOCK_ON_CONNECTION_LOSS' && this.state !== 'connected') return Number.NEGATIVE_INFINITY;
-    const bound =
-      this.welcome.connectionTimeoutMs +
-      (scope === 'UNLOCK_ON_SESSION_LOSS' ? this.welcome.session.reconnectionWindowMs : 0);
-    return this.lastConfirmedSendMs + bound - this.options.safetyMarginMs;
+    const windowMs = this.welcome.session.reconnectionWindowMs;
+    if (this.state === 'connected') {
+      const boundMs = this.welcome.connectionTimeoutMs + (scope === CONNECTION ? 0 : windowMs);
+      return this.lastConfirmedSendMs + boundMs - this.options.safetyMarginMs;
+    }
+    // Disconnected. A closed socket is reported lost at once, so the cluster may have started the
+    // reconnection window as early as right after our last confirmed keepalive: adding the
+    // connection-loss bound on top would no longer be conservative.
+    if (scope === CONNECTION) return Number.NEGATIVE_INFINITY;
+    return this.lastConfirmedSendMs + windowMs - this.options.safetyMarginMs;
+  }
+
+  /** @internal isOwned() found the S10 deadline passed: lost for good, and given back to the cluster. */
+  expireLocally(lock: SessionLock): void {
+    if (!lock.end('expired')) return;
+    const name = lock.getName();
+    if (this.locks.get(name) === lock) this.locks.delete(name);
+    queueMicrotask(() => this.emit('lockLost', lock, 'expired'));
+    if (this.state === 'closed' || (lock.getScope() === CONNECTION && this.state !== 'connected')) return;
+    // The cluster may still count this session as owner; release that grant so a later lock() call
+    // gets a new one rather than this grant, which we already reported as lost.
+    const sequence = lock.getSequence();
+    this.expiring.set(name, sequence);
+    this.request({ op: 'unlock', requestNo: this.nextRequestNo++, name, sequence }, true)
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.expiring.get(name) === sequence) this.expiring.delete(name);
+      });
   }
 
   /** @internal */
   async unlockLock(lock: SessionLock): Promise<boolean> {
     const name = lock.getName();
-    const requestNo = this.nextRequestNo++;
-    try {
-      const result = await this.request(
-        { op: 'unlock', requestNo, name, sequence: lock.getSequence() },
-        true,
-      );
-      return result.kind === 'unlocked' && result.owned;
-    } finally {
-      // Whatever the answer, afterwards this session does not own it (S6).
-      if (lock.end('unlocked') && this.locks.get(name) === lock) this.locks.delete(name);
-    }
+    // From the moment of the call the cluster may release it: not owned any more (S6, S10).
+    lock.end('unlocked');
+    if (this.locks.get(name) === lock) this.locks.delete(name);
+    const result = await this.request(
+      { op: 'unlock', requestNo: this.nextRequestNo++, name, sequence: lock.getSequence() },
+      true,
+    );
+    return result.kind === 'unlocked' && result.owned;
   }
 
   // ---------------------------------------------------------------- requests
@@ -317,6 +441,14 @@ export class Session extends EventEmitter {
   }
 
   private sendLock(call: LockCall): void {
+    if (call.scope === CONNECTION) {
+      // S5, S10: the cluster will weaken a held grant to this scope; count with it from now on.
+      const held = this.locks.get(call.name);
+      if (held !== undefined && held.getScope() !== CONNECTION) {
+        held.setScope(CONNECTION);
+        this.scheduleExpiry();
+      }
+    }
     this.request(
       {
         op: 'lock',
@@ -331,9 +463,8 @@ export class Session extends EventEmitter {
         if (!this.lockCalls.has(call.requestNo)) return;
         if (result.kind === 'granted') {
           this.onGranted(result.name, result.sequence, result.scope, [call.requestNo], result.held);
-        } else if (result.kind === 'waiting') {
-          call.waiting = true;
         }
+        // `waiting`: the grant comes as a notice naming this request number.
       },
       (error: RaftlockError) => {
         // A lock call in flight when the connection dropped is re-sent after the reconnect.
@@ -346,9 +477,22 @@ export class Session extends EventEmitter {
   private abandon(call: LockCall, error: RaftlockError): void {
     if (!this.lockCalls.has(call.requestNo)) return;
     this.settleLock(call, error);
-    // S14: withdraw the wait; if the grant won the race, the table releases it.
-    if (this.state !== 'closed') {
-      this.request({ op: 'cancel', requestNo: call.requestNo }, true).catch(() => undefined);
+    if (this.state === 'closed') return;
+    const name = call.name;
+    const detached = this.detached.get(name) ?? [];
+    detached.push(call.requestNo);
+    for (const other of this.lockCalls.values()) {
+      if (other.name !== name) continue;
+      this.detached.set(name, detached);
+      return;
+    }
+    this.detached.delete(name);
+    // S14: withdraw the wait; if the grant won the race, the cluster releases it again.
+    for (const requestNo of detached) {
+      this.cancelling.add(requestNo);
+      this.request({ op: 'cancel', requestNo }, true)
+        .catch(() => undefined)
+        .finally(() => this.cancelling.delete(requestNo));
     }
   }
 
@@ -402,7 +546,9 @@ export class Session extends EventEmitter {
   }
 
   private confirm(sentAtMs: number): void {
-    if (sentAtMs > this.lastConfirmedSendMs) this.lastConfirmedSendMs = sentAtMs;
+    if (sentAtMs <= this.lastConfirmedSendMs) return;
+    this.lastConfirmedSendMs = sentAtMs;
+    this.scheduleExpiry();
   }
 
   private onFrame(frame: ServerFrame): void {
@@ -432,8 +578,6 @@ export class Session extends EventEmitter {
     }
   }
 
-  private hint: string | null = null;
-
   private onNotice(notice: NoticeFrame): void {
     switch (notice.notice) {
       case 'granted':
@@ -443,12 +587,16 @@ export class Session extends EventEmitter {
         const lock = this.locks.get(notice.name);
         if (lock === undefined || lock.getSequence() !== notice.sequence) return;
         this.locks.delete(notice.name);
-        if (lock.end(notice.reason) && notice.reason !== 'unlock') this.emit('lockLost', lock, notice.reason);
+        this.lose(lock, lossReason(notice.reason));
+        this.scheduleExpiry();
         return;
       }
       case 'scopeChanged': {
         const lock = this.locks.get(notice.name);
-        if (lock !== undefined && lock.getSequence() === notice.sequence) lock.setScope(notice.scope);
+        if (lock !== undefined && lock.getSequence() === notice.sequence) {
+          lock.setScope(notice.scope);
+          this.scheduleExpiry();
+        }
         return;
       }
       case 'waitEnded': {
@@ -461,14 +609,19 @@ export class Session extends EventEmitter {
         return;
       }
       case 'sessionExpired':
+        this.shutdown(new SessionClosedError('session expired'), 'sessionExpired');
+        return;
       case 'sessionClosed':
-        this.shutdown(
-          new SessionClosedError(`session ${notice.notice === 'sessionExpired' ? 'expired' : 'closed'}`),
-        );
+        this.shutdown(new SessionClosedError('session closed'), 'sessionClosed');
         return;
       default:
         notice satisfies never;
     }
+  }
+
+  /** Ends a lock for `reason`; reports it unless this client's own unlock() or close() caused it. */
+  private lose(lock: SessionLock, reason: LockEndReason): void {
+    if (lock.end(reason) && reason !== 'unlock' && !this.closing) this.emit('lockLost', lock, reason);
   }
 
   private onGranted(
@@ -478,17 +631,50 @@ export class Session extends EventEmitter {
     requestNos: readonly number[],
     held: boolean,
   ): void {
-    let lock = this.locks.get(name);
-    if (lock === undefined || lock.getSequence() !== sequence) {
-      lock?.end('replaced');
-      lock = new SessionLock(this, name, sequence, scope);
-      if (held) this.locks.set(name, lock);
-      else lock.end('released');
-    } else if (lock.getScope() !== scope) lock.setScope(scope);
-    for (const requestNo of requestNos) {
-      const call = this.lockCalls.get(requestNo);
-      if (call !== undefined) this.settleLock(call, lock);
+    const detached = this.detached.get(name);
+    if (detached !== undefined) {
+      const left = detached.filter((requestNo) => !requestNos.includes(requestNo));
+      if (left.length === 0) this.detached.delete(name);
+      else this.detached.set(name, left);
     }
+    const calls = requestNos.flatMap((requestNo) => this.lockCalls.get(requestNo) ?? []);
+    let lock = this.locks.get(name);
+    if (lock !== undefined && lock.getSequence() === sequence) {
+      if (lock.getScope() !== scope) lock.setScope(scope);
+    } else {
+      // S14: the grant won the race with our cancel, which releases it; nobody waits for it here.
+      if (calls.length === 0 && requestNos.every((requestNo) => this.cancelling.has(requestNo))) return;
+      if (lock !== undefined) {
+        // A newer grant: we missed the end of the old one.
+        this.locks.delete(name);
+        this.lose(lock, 'released');
+      }
+      lock = new SessionLock(this, name, sequence, scope);
+      // A grant we gave up locally (S10) never turns owned again; its unlock is on its way.
+      if (held && this.expiring.get(name) !== sequence) this.locks.set(name, lock);
+      else lock.end('released');
+    }
+    this.scheduleExpiry();
+    for (const call of calls) this.settleLock(call, lock);
+  }
+
+  /** Fires lock.signal and `lockLost` when the S10 deadline passes, not only when isOwned() is asked. */
+  private scheduleExpiry(): void {
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    this.expiryTimer = null;
+    if (this.state === 'closed') return;
+    let earliestMs = Number.POSITIVE_INFINITY;
+    for (const lock of this.locks.values()) earliestMs = Math.min(earliestMs, lock.safeUntil());
+    if (earliestMs === Number.POSITIVE_INFINITY) return;
+    this.expiryTimer = setTimeout(
+      () => {
+        this.expiryTimer = null;
+        for (const lock of [...this.locks.values()]) lock.isOwned();
+        this.scheduleExpiry();
+      },
+      Math.max(1, Math.ceil(earliestMs - now())),
+    );
+    this.expiryTimer.unref();
   }
 
   // ---------------------------------------------------------------- reconnect
@@ -496,17 +682,18 @@ export class Session extends EventEmitter {
   private onDisconnected(code: number): void {
     if (this.state !== 'connected') return;
     if (code === ClientCloseCode.sessionEnded) {
-      this.shutdown(new SessionClosedError('session ended'));
+      this.shutdown(new SessionClosedError('session ended'), 'sessionClosed');
       return;
     }
     this.state = 'reconnecting';
     this.disconnectedAtMs = now();
     for (const lock of [...this.locks.values()]) {
-      if (lock.getScope() === 'UNLOCK_ON_CONNECTION_LOSS') {
+      if (lock.getScope() === CONNECTION) {
         this.locks.delete(lock.getName());
-        if (lock.end('connectionLost')) this.emit('lockLost', lock, 'connectionLost');
+        this.lose(lock, 'connectionLost');
       }
     }
+    this.scheduleExpiry();
     // Unanswered reads and pings fail; replicated requests wait to be re-sent.
     for (const [id, pending] of this.requests) {
       if (pending.resend) continue;
@@ -522,11 +709,13 @@ export class Session extends EventEmitter {
     const windowMs = this.welcome.session.reconnectionWindowMs;
     while (this.state === 'reconnecting') {
       if (now() - this.disconnectedAtMs > windowMs) {
-        this.shutdown(new SessionClosedError('could not reconnect within the reconnection window'));
+        this.shutdown(
+          new SessionClosedError('could not reconnect within the reconnection window'),
+          'sessionExpired',
+        );
         return;
       }
-      const order = this.serverOrder();
-      for (const url of order) {
+      for (const url of this.serverOrder()) {
         if (this.state !== 'reconnecting') return;
         const sentAtMs = now();
         try {
@@ -547,8 +736,8 @@ export class Session extends EventEmitter {
           this.url = opened.url;
           this.welcome = opened.welcome;
           this.lastHeardMs = now();
-          this.confirm(sentAtMs);
           this.state = 'connected';
+          this.confirm(sentAtMs);
           this.hint = null;
           this.attach();
           this.resync();
@@ -561,21 +750,26 @@ export class Session extends EventEmitter {
             wire.code === 'SESSION_NOT_FOUND' ||
             wire.code === 'AUTHENTICATION_FAILED'
           ) {
-            this.shutdown(wire);
+            this.shutdown(wire, 'sessionExpired');
             return;
           }
-          if (wire.leaderUrl !== undefined) this.hint = wire.leaderUrl;
+          if (wire.leaderUrl !== undefined) {
+            this.hint = wire.leaderUrl;
+            break;
+          }
         }
       }
-      await sleep(backoffMs / 2 + Math.random() * (backoffMs / 2));
-      backoffMs = Math.min(backoffMs * 2, 1_000);
+      if (this.hint === null) {
+        await sleep(backoffMs / 2 + Math.random() * (backoffMs / 2));
+        backoffMs = Math.min(backoffMs * 2, 1_000);
+      }
     }
   }
 
   private serverOrder(): string[] {
-    const servers = [...this.options.servers];
     const first = this.hint;
-    const rest = servers.filter((server) => server !== first);
+    this.hint = null;
+    const rest = this.options.servers.filter((server) => server !== first);
     return first === null ? rest : [first, ...rest];
   }
 
@@ -586,20 +780,24 @@ export class Session extends EventEmitter {
       const still = owned.get(name);
       if (still === undefined || still.sequence !== lock.getSequence()) {
         this.locks.delete(name);
-        if (lock.end('released')) this.emit('lockLost', lock, 'released');
-      }
+        this.lose(lock, 'released');
+      } else if (still.scope !== lock.getScope()) lock.setScope(still.scope);
     }
+    this.scheduleExpiry();
     for (const [id, pending] of this.requests) this.sendRequest(id, pending);
     for (const call of this.lockCalls.values()) this.sendLock(call);
   }
 
-  private shutdown(error: RaftlockError): void {
+  private shutdown(error: RaftlockError, reason: LockEndReason): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
     if (this.pinger !== null) clearInterval(this.pinger);
     this.pinger = null;
-    for (const lock of this.locks.values()) lock.end('sessionClosed');
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    this.expiryTimer = null;
+    const locks = [...this.locks.values()];
     this.locks.clear();
+    for (const lock of locks) this.lose(lock, reason);
     for (const call of [...this.lockCalls.values()]) this.settleLock(call, error);
     for (const pending of this.requests.values()) pending.reject(error);
     this.requests.clear();
@@ -608,8 +806,31 @@ export class Session extends EventEmitter {
   }
 }
 
+/** The cluster's loss reasons (docs/protocol.md), as LockEndReasons. */
+function lossReason(reason: string): LockEndReason {
+  switch (reason) {
+    case 'unlock':
+    case 'connectionLost':
+    case 'sessionClosed':
+    case 'sessionExpired':
+    case 'cancelled':
+      return reason;
+    default:
+      return 'released';
+  }
+}
+
 export async function connect(options: ConnectOptions): Promise<Session> {
-  if (options.servers.length === 0) throw new InvalidArgumentError('connect needs at least one server');
+  if (!Array.isArray(options.servers) || options.servers.length === 0)
+    throw new InvalidArgumentError('connect needs at least one server URL');
+  for (const server of options.servers)
+    if (typeof server !== 'string' || !/^wss?:\/\//.test(server))
+      throw new InvalidArgumentError(`a server is a ws:// or wss:// URL, not ${String(server)}`);
+  for (const key of ['connectTimeoutMs', 'connectDeadlineMs', 'safetyMarginMs'] as const) {
+    const value = options[key];
+    if (value !== undefined && !(Number.isFinite(value) && value >= 0))
+      throw new InvalidArgumentError(`${key} must be a non-negative number`);
+  }
   const full: Required<ConnectOptions> = {
     reconnectionWindowMs: 30_000,
     connectTimeoutMs: 2_000,

@@ -1,11 +1,11 @@
 // The client gateway: HTTP (`/status`, `/healthz`) and the client WebSocket protocol (docs/protocol.md)
 // on the node's client port.
 //
-// v1 routing: sessions live on the leader's gateway. A follower answers `hello` with NOT_LEADER and the
-// leader's client URL, and when this node stops being the leader it closes its client connections with
-// the same hint, so clients resume their sessions on the new leader. Grants and loss notices are pushed
-// by the gateway that holds the connection, from the effects of entries as they apply here — never
-// before commit (S9). Answers and notices are written synchronously in apply order.
+// Every node's gateway serves clients, leader or follower: the node hands their commands to the leader
+// (src/server/node.ts) and answers them when the entry applies here; a leader change does not touch the
+// connections. Only a node that knows no leader refuses a hello (NOT_LEADER). Grants and loss notices are
+// pushed by the gateway that holds the connection, from the effects of entries as they apply here —
+// never before commit (S9). Answers and notices are written synchronously in apply order.
 
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -34,7 +34,6 @@ import {
   type ServerFrame,
   type WireError,
 } from '../protocol.ts';
-import type { SoftState } from '../raft/index.ts';
 import { serverLimits } from './limits.ts';
 import type { Logger } from './log.ts';
 import type { Outcome, RaftlockNode } from './node.ts';
@@ -113,12 +112,21 @@ export class Gateway {
     this.node.setListener(
       {
         onApplied: (index, entry, results, effects) => this.onApplied(index, entry, results, effects),
-        onRoleChanged: (soft) => this.onRoleChanged(soft),
+        onRoleChanged: () => undefined,
         onTableReplaced: () => this.dropAll(ClientCloseCode.notLeader, 'state replaced by a snapshot'),
       },
-      (id, epoch) => {
-        const connection = this.bySession.get(id);
-        return connection !== undefined && connection.epoch === epoch && connection.state === 'open';
+      {
+        holds: (id, epoch) => {
+          const connection = this.bySession.get(id);
+          return connection !== undefined && connection.epoch === epoch && connection.state === 'open';
+        },
+        list: () => {
+          const held: [number, number][] = [];
+          for (const [id, connection] of this.bySession) {
+            if (connection.state === 'open') held.push([id, connection.epoch]);
+          }
+          return held;
+        },
       },
     );
   }
@@ -291,10 +299,6 @@ export class Gateway {
       );
       return;
     }
-    if (!this.node.isLeader) {
-      this.failNotLeader(connection);
-      return;
-    }
     connection.state = 'opening';
     connection.principal = hello.principal;
     if (hello.session === undefined) {
@@ -409,10 +413,7 @@ export class Gateway {
     switch (frame.op) {
       case 'ping':
         this.track(connection, frame.id, (done) =>
-          this.node.readBarrier().then(
-            () => done({ kind: 'pong', confirmed: true }),
-            () => done({ kind: 'pong', confirmed: false }),
-          ),
+          this.node.confirmKeepalive().then((confirmed) => done({ kind: 'pong', confirmed })),
         );
         return;
       case 'status':
@@ -506,8 +507,22 @@ export class Gateway {
 
   // ---------------------------------------------------------------- applied entries → notices
 
-  private onApplied(_index: number, _entry: Entry, _results: readonly Result[], effects: readonly Effect[]) {
+  private onApplied(_index: number, entry: Entry, results: readonly Result[], effects: readonly Effect[]) {
     if (this.bySession.size === 0) return;
+    this.pushNotices(effects);
+    for (let i = 0; i < entry.commands.length; i++) {
+      const command = entry.commands[i]!;
+      if (command.type !== 'connectionLost' || results[i]?.kind !== 'done') continue;
+      // The leader declared this connection lost (it stopped hearing of it through this node's reports):
+      // after its loss notices, the client must resume on a new connection.
+      const connection = this.bySession.get(command.session);
+      if (connection === undefined || connection.epoch !== command.epoch || connection.state !== 'open')
+        continue;
+      this.closeConnection(connection, ClientCloseCode.idle, 'connection declared lost by the leader');
+    }
+  }
+
+  private pushNotices(effects: readonly Effect[]): void {
     for (const effect of effects) {
       const connection = this.bySession.get(effect.session);
       if (connection === undefined || connection.state !== 'open') continue;
@@ -519,12 +534,6 @@ export class Gateway {
         this.closeConnection(connection, ClientCloseCode.sessionEnded, `session ${effect.reason}`);
       }
     }
-  }
-
-  private onRoleChanged(soft: SoftState): void {
-    if (soft.role === 'leader') return;
-    if (this.connections.size === 0) return;
-    for (const connection of [...this.connections]) this.failNotLeader(connection);
   }
 
   // ---------------------------------------------------------------- output

@@ -2,8 +2,15 @@
 // lock table's module), like src/transport/limits.ts; relations are asserted at load time below.
 
 import { assert } from '../assert.ts';
-import { requestsInFlightPerSessionMax } from '../limits.ts';
+import {
+  commandOverheadBytesMax,
+  commandsPerBatchMax,
+  lockNameBytesMax,
+  principalBytesMax,
+  requestsInFlightPerSessionMax,
+} from '../limits.ts';
 import { clientFrameBytesMax } from '../protocol.ts';
+import { transportLimits } from '../transport/limits.ts';
 
 export const serverLimits = {
   /** Client commands queued for the next proposal or proposed and not yet applied, over the node. */
@@ -26,6 +33,25 @@ export const serverLimits = {
   livenessRetryMs: 1_000,
   /** Concurrent HTTP requests on the client port. */
   httpRequestsMax: 256,
+  /**
+   * Client commands a node holds for the leader (forwarded or about to be, waiting to apply here);
+   * beyond, UNAVAILABLE.
+   */
+  forwardCommandsPendingMax: 50_000,
+  /** Commands in one forward message (they travel as one entry's worth). */
+  forwardBatchCommandsMax: commandsPerBatchMax,
+  /** A forwarded command not applied here within this is forwarded again (deduped by the table, C2). */
+  forwardRetryMs: 1_000,
+  /** A pending command not applied here within this fails OUTCOME_UNKNOWN (the client may retry it). */
+  forwardGiveUpMs: 30_000,
+  /** A forwarded openSession the leader has not answered within this fails UNAVAILABLE (not retried). */
+  openSessionForwardTimeoutMs: 5_000,
+  /** Keepalives waiting for a leader-acknowledged liveness report (or a ReadIndex round) to confirm them. */
+  keepaliveWaitersMax: 10_000,
+  /** A keepalive not confirmed within this is answered `confirmed: false`. */
+  keepaliveConfirmTimeoutMs: 750,
+  /** Lost connections one liveness report carries; more wait for the next report. */
+  livenessLostPerReportMax: 10_000,
 } as const;
 
 for (const [name, value] of Object.entries(serverLimits)) {
@@ -34,4 +60,19 @@ for (const [name, value] of Object.entries(serverLimits)) {
 assert(
   serverLimits.requestsInFlightPerConnectionMax <= requestsInFlightPerSessionMax,
   'server limits: a connection may not have more requests in flight than the dedupe window covers',
+);
+assert(
+  serverLimits.forwardCommandsPendingMax <= serverLimits.proposalCommandsPendingMax,
+  'server limits: a leader must be able to queue everything one follower may forward',
+);
+assert(
+  serverLimits.forwardBatchCommandsMax *
+    (Math.max(lockNameBytesMax, principalBytesMax) + commandOverheadBytesMax + 9) <=
+    transportLimits.appBodyBytesMax,
+  'server limits: a full forward batch must fit in one app message body',
+);
+assert(
+  9 * 2 * (serverLimits.clientConnectionsMax + serverLimits.livenessLostPerReportMax) + 64 <=
+    transportLimits.appBodyBytesMax,
+  'server limits: a full liveness report must fit in one app message body',
 );

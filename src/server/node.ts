@@ -7,19 +7,36 @@
 // being ticked and stepped and proposals pile up in it, so the next Ready carries them all (group commit).
 //
 // Proposals: client commands submitted in one event-loop turn become one entry `{timeMs, commands}`
-// stamped with the leader's clock. Each caller waits for its entry's index to apply: with the same term
-// it gets its command's result; with another term the entry was overwritten and it gets NOT_LEADER
-// (safe to retry: it never applied).
+// stamped with the leader's clock. Commands without a natural key (openSession, the leader's liveness
+// commands) wait for their entry's index to apply: with the same term they get their result; with another
+// term the entry was overwritten and they get NOT_LEADER (safe to retry: it never applied).
+//
+// Client commands with a key — (session, requestNo) for acquire/release/cancel, (session, epoch) for
+// reconnect, (session) for closeSession — work on every node alike (DESIGN.md "Sessions across a
+// cluster"): the node keeps them in `pending`, hands them to the leader (proposes them itself when it is
+// the leader, forwards them in one batched app message per turn otherwise), and answers them when the
+// first entry holding that key applies *here* — the node that holds the client's connection learns the
+// result and the notices from its own apply, after commit (S9), and no reply has to travel back. A leader
+// change, a refusal or a lost forward only sends the command again, to whoever leads now: the lock
+// table's dedupe makes the retry apply once (C2). A forwarded openSession has no key: the leader answers
+// it with the index it applied at, and the follower welcomes the client once it has applied that far.
+//
+// Liveness (DESIGN.md): a node that is not the leader sends the leader, every tick, one report of the
+// session connections its gateway holds; the leader refreshes their last-seen times, confirms its
+// leadership with a ReadIndex round, then acks. A keepalive is confirmed to its client once a report
+// built after it arrived is acked (the leader's own gateway confirms by a ReadIndex round instead).
 
 import { randomInt } from 'node:crypto';
 import { AssertionError, assert } from '../assert.ts';
 import {
+  type ErrorCode,
   errorFromCode,
   InternalError,
   LimitExceededError,
   NotLeaderError,
   OutcomeUnknownError,
   type RaftlockError,
+  SessionNotFoundError,
   TransferringError,
   UnavailableError,
 } from '../errors.ts';
@@ -48,9 +65,11 @@ import {
 } from '../raft/index.ts';
 import type { LevelStorage } from '../storage/level-storage.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
+import type { AppMessage } from '../transport/validate-message.ts';
 import { serverLimits } from './limits.ts';
 import { LivenessClock, SessionDirectory } from './liveness.ts';
 import type { Logger } from './log.ts';
+import { decodePeerBody, encodePeerBody, type PeerBody } from './peer-messages.ts';
 
 export interface NodeTiming {
   /** One Raft tick. */
@@ -83,12 +102,20 @@ export interface NodeListener {
   onTableReplaced(): void;
 }
 
+/** What the node asks the gateway for its liveness reports. */
+export interface HeldConnections {
+  /** Whether the gateway holds the session's connection with `epoch` open. */
+  holds(id: number, epoch: number): boolean;
+  /** (session, epoch) of every open session connection on the gateway. */
+  list(): [number, number][];
+}
+
 /**
  * Told the outcome of one submitted command, synchronously while the entry applies, so answers and the
  * notices of later entries reach a client in log order.
  */
 export type Outcome =
-  | { readonly ok: true; readonly result: Result }
+  | { readonly ok: true; readonly result: Result; readonly index?: number }
   | { readonly ok: false; readonly error: RaftlockError };
 export type OutcomeHandler = (outcome: Outcome) => void;
 
@@ -100,6 +127,53 @@ interface Queued {
 interface Proposed {
   readonly term: number;
   readonly callers: readonly Queued[];
+}
+
+/** A client command this node holds until it applies here (see the header). */
+interface Pending {
+  /** `commandKey`, or '' for a forwarded openSession. */
+  readonly key: string;
+  readonly command: Command;
+  readonly dones: OutcomeHandler[];
+  /** The leader it was last handed to; null while it waits to be (re)sent. */
+  sentTo: NodeId | null;
+  sentAtMs: number;
+  /** Its last forward's id (0 when proposed here or not yet sent): refusals and replies name it. */
+  forwardId: number;
+  readonly createdAtMs: number;
+  /** openSession: where the leader applied it, once told; -1 before. */
+  openedIndex: number;
+  openedSession: number;
+}
+
+interface KeepaliveWaiter {
+  /** The first liveness report built after the keepalive arrived. */
+  readonly coverNo: number;
+  readonly atMs: number;
+  readonly resolve: (confirmed: boolean) => void;
+}
+
+/** The key under which a retried command is the same request (C2); null for commands without one. */
+export function commandKey(command: Command): string | null {
+  switch (command.type) {
+    case 'acquire':
+    case 'release':
+    case 'cancel':
+      return `q${command.session}:${command.requestNo}`;
+    case 'reconnect':
+      return `r${command.session}:${command.epoch}`;
+    case 'closeSession':
+      return `c${command.session}`;
+    default:
+      return null;
+  }
+}
+
+/** Refusals after which a command may go to the (next) leader again: it did not, or may not, apply. */
+function isTransient(code: ErrorCode): boolean {
+  return (
+    code === 'NOT_LEADER' || code === 'TRANSFERRING' || code === 'OUTCOME_UNKNOWN' || code === 'UNAVAILABLE'
+  );
 }
 
 interface ReadBatch {
@@ -150,7 +224,19 @@ export class RaftlockNode {
   private readonly readsConfirmed: ReadBatch[] = [];
   private readsPending = 0;
   private readCounter = 0;
-  private heldHere: (id: number, epoch: number) => boolean = () => false;
+  private held: HeldConnections = { holds: () => false, list: () => [] };
+
+  private readonly pending = new Map<string, Pending>();
+  private readonly openings = new Set<Pending>();
+  private readonly byForwardId = new Map<number, Pending>();
+  private nextForwardId = 1;
+  private forwardOut = new Map<NodeId, Pending[]>();
+  private refusalsOut = new Map<NodeId, { id: number; code: ErrorCode }[]>();
+
+  private reportNo = 0;
+  private readonly reportLeaders = new Map<number, NodeId>();
+  private lostOut: [number, number][] = [];
+  private keepaliveWaiters: KeepaliveWaiter[] = [];
 
   constructor(options: RaftlockNodeOptions) {
     this.id = options.id;
@@ -185,6 +271,13 @@ export class RaftlockNode {
       for (const message of messages) this.core.step(message);
       this.scheduleTurn();
     });
+    this.transport.onAppMessages((messages) => {
+      if (this.stopped) return;
+      this.guard(() => {
+        for (const message of messages) this.onAppMessage(message);
+      });
+      this.scheduleTurn();
+    });
     this.transport.onPeerDisconnected((peer) => {
       if (this.stopped) return;
       this.core.reportUnreachable(peer);
@@ -192,9 +285,9 @@ export class RaftlockNode {
     });
   }
 
-  setListener(listener: NodeListener, heldHere: (id: number, epoch: number) => boolean): void {
+  setListener(listener: NodeListener, held: HeldConnections): void {
     this.listener = listener;
-    this.heldHere = heldHere;
+    this.held = held;
   }
 
   start(): void {
@@ -237,9 +330,8 @@ export class RaftlockNode {
    * may run synchronously (refusals) or during a later apply, never twice.
    */
   submit(command: Command, done: OutcomeHandler): void {
-    const refusal = this.refuseProposal();
-    if (refusal !== null) {
-      done({ ok: false, error: refusal });
+    if (this.stopped) {
+      done({ ok: false, error: new UnavailableError('node is shutting down') });
       return;
     }
     try {
@@ -248,9 +340,413 @@ export class RaftlockNode {
       done({ ok: false, error: error as RaftlockError });
       return;
     }
+    const key = commandKey(command);
+    if (this.role.role !== 'leader' && this.role.leader === null) {
+      done({ ok: false, error: new NotLeaderError(`node ${this.id} knows no leader`) });
+      return;
+    }
+    if (key !== null || (this.role.role !== 'leader' && command.type === 'openSession')) {
+      this.submitPending(key ?? '', command, done);
+      return;
+    }
+    const refusal = this.refuseProposal();
+    if (refusal !== null) {
+      done({ ok: false, error: refusal });
+      return;
+    }
     this.queued.push({ command, done });
     this.commandsPending++;
     this.scheduleTurn();
+  }
+
+  // ---------------------------------------------------------------- pending client commands (any role)
+
+  private submitPending(key: string, command: Command, done: OutcomeHandler): void {
+    const same = key === '' ? undefined : this.pending.get(key);
+    if (same !== undefined) {
+      // The client retried a request still in flight (after a reconnect): both wait for the one answer.
+      same.dones.push(done);
+      return;
+    }
+    if (this.pending.size + this.openings.size >= serverLimits.forwardCommandsPendingMax) {
+      done({
+        ok: false,
+        error: new UnavailableError(
+          `${serverLimits.forwardCommandsPendingMax} commands are waiting for the leader on node ${this.id}`,
+        ),
+      });
+      return;
+    }
+    const nowMs = Date.now();
+    const entry: Pending = {
+      key,
+      command,
+      dones: [done],
+      sentTo: null,
+      sentAtMs: nowMs,
+      forwardId: 0,
+      createdAtMs: nowMs,
+      openedIndex: -1,
+      openedSession: 0,
+    };
+    if (key === '') this.openings.add(entry);
+    else this.pending.set(key, entry);
+    this.dispatch(entry);
+  }
+
+  /** Hands a pending command to the current leader: proposes it here, or queues it for forwarding. */
+  private dispatch(entry: Pending): void {
+    if (entry.forwardId !== 0) this.byForwardId.delete(entry.forwardId);
+    entry.forwardId = 0;
+    entry.sentAtMs = Date.now();
+    if (this.role.role === 'leader') {
+      assert(entry.key !== '', 'node: a forwarded openSession is never proposed by its own node');
+      entry.sentTo = this.id;
+      if (this.commandsPending >= serverLimits.proposalCommandsPendingMax) {
+        this.finishPending(entry, {
+          ok: false,
+          error: new LimitExceededError(`${serverLimits.proposalCommandsPendingMax} commands are pending`),
+        });
+        return;
+      }
+      this.queued.push({ command: entry.command, done: (outcome) => this.onLocalOutcome(entry, outcome) });
+      this.commandsPending++;
+      this.scheduleTurn();
+      return;
+    }
+    const leader = this.role.leader;
+    entry.sentTo = leader;
+    if (leader === null) return;
+    entry.forwardId = this.nextForwardId++;
+    this.byForwardId.set(entry.forwardId, entry);
+    let batch = this.forwardOut.get(leader);
+    if (batch === undefined) {
+      batch = [];
+      this.forwardOut.set(leader, batch);
+    }
+    batch.push(entry);
+    this.scheduleTurn();
+  }
+
+  private isWaiting(entry: Pending): boolean {
+    return entry.key === '' ? this.openings.has(entry) : this.pending.get(entry.key) === entry;
+  }
+
+  /** The leader's own proposal of a pending command failed or applied. */
+  private onLocalOutcome(entry: Pending, outcome: Outcome): void {
+    if (!this.isWaiting(entry)) return;
+    if (!outcome.ok && isTransient(outcome.error.code) && !this.stopped) {
+      entry.sentTo = null; // sent again by redispatch, to whoever leads next
+      return;
+    }
+    this.finishPending(entry, outcome);
+  }
+
+  private finishPending(entry: Pending, outcome: Outcome): void {
+    if (!this.isWaiting(entry)) return;
+    if (entry.key === '') this.openings.delete(entry);
+    else this.pending.delete(entry.key);
+    if (entry.forwardId !== 0) this.byForwardId.delete(entry.forwardId);
+    entry.forwardId = 0;
+    for (const done of entry.dones) done(outcome);
+  }
+
+  /**
+   * Sends again what has not reached the current leader: unsent, sent to another node, or forwarded
+   * `forwardRetryMs` ago without applying here (the forward or its entry may have been lost; the table
+   * dedupes a second copy). Forwarded openSessions are not retried (a copy would open a second session):
+   * they fail UNAVAILABLE when their leader changes or they time out, and the client connects again.
+   */
+  private redispatch(nowMs: number): void {
+    if (this.pending.size === 0 && this.openings.size === 0) return;
+    const leader = this.role.role === 'leader' ? this.id : this.role.leader;
+    for (const entry of [...this.pending.values()]) {
+      if (nowMs - entry.createdAtMs >= serverLimits.forwardGiveUpMs && entry.sentTo !== this.id) {
+        // No leader took it in all that time: the caller hears the truth (it may or may not apply).
+        this.finishPending(entry, {
+          ok: false,
+          error: new OutcomeUnknownError(
+            `no leader applied the request within ${serverLimits.forwardGiveUpMs} ms`,
+          ),
+        });
+        continue;
+      }
+      if (entry.sentTo === leader && leader !== null) {
+        if (leader === this.id || nowMs - entry.sentAtMs < serverLimits.forwardRetryMs) continue;
+      }
+      this.dispatch(entry);
+    }
+    for (const entry of [...this.openings]) {
+      if (entry.openedIndex >= 0) continue;
+      const moved = (entry.sentTo !== leader && entry.sentTo !== null) || leader === this.id;
+      if (!moved && nowMs - entry.createdAtMs < serverLimits.openSessionForwardTimeoutMs) {
+        if (entry.sentTo === null && leader !== null && leader !== this.id) this.dispatch(entry);
+        continue;
+      }
+      this.finishPending(entry, {
+        ok: false,
+        error: new UnavailableError('the leader changed or did not answer while the session was opening'),
+      });
+    }
+  }
+
+  /** After an entry applied here: answers pending commands whose key it holds (the first copy wins). */
+  private settlePending(index: number, commands: readonly Command[], results: readonly Result[]): void {
+    if (this.pending.size > 0) {
+      for (let i = 0; i < commands.length; i++) {
+        const key = commandKey(commands[i]!);
+        if (key === null) continue;
+        const entry = this.pending.get(key);
+        if (entry !== undefined) this.finishPending(entry, { ok: true, result: results[i]!, index });
+      }
+    }
+    this.settleOpenings();
+  }
+
+  /** Welcomes forwarded openSessions whose entry has applied here. */
+  private settleOpenings(): void {
+    if (this.openings.size === 0) return;
+    const applied = this.table.appliedIndex;
+    for (const entry of [...this.openings]) {
+      if (entry.openedIndex < 0 || entry.openedIndex > applied) continue;
+      const session = entry.openedSession;
+      if (this.table.getSession(session) === null) {
+        this.finishPending(entry, {
+          ok: false,
+          error: new SessionNotFoundError(`session ${session} ended before this node applied its opening`),
+        });
+      } else {
+        this.finishPending(entry, {
+          ok: true,
+          result: { kind: 'opened', session },
+          index: entry.openedIndex,
+        });
+      }
+    }
+  }
+
+  private flushForwards(): void {
+    if (this.forwardOut.size > 0) {
+      const out = this.forwardOut;
+      this.forwardOut = new Map();
+      for (const [leader, entries] of out) {
+        // Only what is still waiting on this very forward (a refusal or a redispatch may have moved it).
+        const live = [...new Set(entries)].filter(
+          (entry) => entry.sentTo === leader && entry.forwardId !== 0 && this.isWaiting(entry),
+        );
+        for (let start = 0; start < live.length; start += serverLimits.forwardBatchCommandsMax) {
+          const batch = live.slice(start, start + serverLimits.forwardBatchCommandsMax);
+          const items = batch.map((entry) => ({ id: entry.forwardId, command: entry.command }));
+          if (!this.sendPeer(leader, { kind: 'forward', body: { items } })) {
+            for (const entry of batch) entry.sentTo = null; // no link: try again next tick
+          }
+        }
+      }
+    }
+    if (this.refusalsOut.size > 0) {
+      const out = this.refusalsOut;
+      this.refusalsOut = new Map();
+      for (const [peer, items] of out) {
+        for (let start = 0; start < items.length; start += serverLimits.forwardBatchCommandsMax) {
+          this.sendPeer(peer, {
+            kind: 'refused',
+            body: { items: items.slice(start, start + serverLimits.forwardBatchCommandsMax) },
+          });
+        }
+      }
+    }
+  }
+
+  private sendPeer(to: NodeId, message: PeerBody): boolean {
+    return this.transport.sendApp(to, message.kind, encodePeerBody(message));
+  }
+
+  private refuse(peer: NodeId, id: number, code: ErrorCode): void {
+    let list = this.refusalsOut.get(peer);
+    if (list === undefined) {
+      list = [];
+      this.refusalsOut.set(peer, list);
+    }
+    list.push({ id, code });
+    this.scheduleTurn();
+  }
+
+  // ---------------------------------------------------------------- peer app messages
+
+  private onAppMessage(message: AppMessage): void {
+    const decoded = decodePeerBody(message.kind, message.body);
+    if (!decoded.ok) {
+      this.log.warn(
+        { event: 'peer_app_invalid', peer: message.from, kind: message.kind.slice(0, 32) },
+        decoded.reason,
+      );
+      return;
+    }
+    const from = message.from;
+    const peerMessage = decoded.message;
+    switch (peerMessage.kind) {
+      case 'forward':
+        this.onForward(from, peerMessage.body.items);
+        return;
+      case 'refused':
+        for (const { id, code } of peerMessage.body.items) {
+          const entry = this.byForwardId.get(id);
+          if (entry === undefined || entry.sentTo !== from) continue;
+          if (isTransient(code) && entry.key !== '') entry.sentTo = null;
+          else
+            this.finishPending(entry, {
+              ok: false,
+              error: errorFromCode(code, `the leader refused: ${code}`),
+            });
+        }
+        return;
+      case 'opened': {
+        const { id, session, index } = peerMessage.body;
+        const entry = this.byForwardId.get(id);
+        if (entry === undefined || entry.key !== '' || entry.sentTo !== from) return;
+        entry.openedIndex = index;
+        entry.openedSession = session;
+        this.settleOpenings();
+        return;
+      }
+      case 'liveness':
+        this.onLivenessReport(
+          from,
+          peerMessage.body.reportNo,
+          peerMessage.body.sessions,
+          peerMessage.body.lost,
+        );
+        return;
+      case 'livenessAck':
+        this.onLivenessAck(from, peerMessage.body.reportNo);
+        return;
+      default:
+        peerMessage satisfies never;
+    }
+  }
+
+  /** The leader's side of forwarding: propose each command; refusals travel back, results never do. */
+  private onForward(from: NodeId, items: readonly { id: number; command: Command }[]): void {
+    const nowMs = Date.now();
+    for (const { id, command } of items) {
+      if (this.role.role !== 'leader') {
+        this.refuse(from, id, 'NOT_LEADER');
+        continue;
+      }
+      // A request proves its client alive when it left the follower: refresh its clock.
+      if (command.type !== 'openSession') this.liveness.touch(command.session, nowMs);
+      const refusal = this.refuseProposal();
+      if (refusal !== null) {
+        this.refuse(from, id, refusal.code);
+        continue;
+      }
+      const openSession = command.type === 'openSession';
+      this.queued.push({
+        command,
+        done: (outcome) => {
+          if (!outcome.ok) {
+            this.refuse(from, id, outcome.error.code);
+            return;
+          }
+          if (!openSession) return;
+          if (outcome.result.kind !== 'opened' || outcome.index === undefined) {
+            this.refuse(from, id, outcome.result.kind === 'error' ? outcome.result.code : 'INTERNAL');
+            return;
+          }
+          this.sendPeer(from, {
+            kind: 'opened',
+            body: { id, session: outcome.result.session, index: outcome.index },
+          });
+        },
+      });
+      this.commandsPending++;
+    }
+    this.scheduleTurn();
+  }
+
+  // ---------------------------------------------------------------- liveness reports
+
+  /**
+   * Resolves true once this client keepalive counts as seen by the leader: on the leader, after a
+   * ReadIndex round; elsewhere, once the leader acked a liveness report built after it arrived.
+   */
+  confirmKeepalive(): Promise<boolean> {
+    if (this.stopped) return Promise.resolve(false);
+    if (this.role.role === 'leader')
+      return this.readBarrier().then(
+        () => true,
+        () => false,
+      );
+    if (this.keepaliveWaiters.length >= serverLimits.keepaliveWaitersMax) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      this.keepaliveWaiters.push({ coverNo: this.reportNo + 1, atMs: Date.now(), resolve });
+    });
+  }
+
+  private sendLivenessReport(nowMs: number): void {
+    const waiters = this.keepaliveWaiters;
+    if (this.role.role === 'leader') {
+      // Became leader with keepalives waiting for a report: confirm them the leader's way.
+      this.keepaliveWaiters = [];
+      for (const waiter of waiters)
+        this.readBarrier().then(
+          () => waiter.resolve(true),
+          () => waiter.resolve(false),
+        );
+      return;
+    }
+    let expired = 0;
+    while (
+      expired < waiters.length &&
+      nowMs - waiters[expired]!.atMs >= serverLimits.keepaliveConfirmTimeoutMs
+    ) {
+      waiters[expired]!.resolve(false);
+      expired++;
+    }
+    if (expired > 0) this.keepaliveWaiters = waiters.slice(expired);
+    const leader = this.role.leader;
+    if (leader === null) return;
+    const sessions = this.held.list();
+    if (sessions.length === 0 && this.lostOut.length === 0 && this.keepaliveWaiters.length === 0) return;
+    const lost = this.lostOut.splice(0, serverLimits.livenessLostPerReportMax);
+    const reportNo = ++this.reportNo;
+    this.reportLeaders.set(reportNo, leader);
+    this.reportLeaders.delete(reportNo - 64);
+    this.sendPeer(leader, { kind: 'liveness', body: { reportNo, sessions, lost } });
+  }
+
+  /** The leader's side: refresh each reported connection's clock, confirm leadership, then ack. */
+  private onLivenessReport(
+    from: NodeId,
+    reportNo: number,
+    sessions: readonly (readonly [number, number])[],
+    lost: readonly (readonly [number, number])[],
+  ): void {
+    if (this.role.role !== 'leader') return;
+    const nowMs = Date.now();
+    for (const [id, epoch] of sessions) {
+      const record = this.sessions.get(id);
+      if (record !== undefined && record.epoch === epoch && record.connected) this.liveness.touch(id, nowMs);
+    }
+    for (const [id, epoch] of lost) this.connectionClosed(id, epoch);
+    // The ack must come from a leader still confirmed after the report arrived: a deposed leader's ack
+    // would let a client count from a keepalive the real leader never saw (S10).
+    this.readBarrier().then(
+      () => this.sendPeer(from, { kind: 'livenessAck', body: { reportNo } }),
+      () => undefined,
+    );
+  }
+
+  private onLivenessAck(from: NodeId, reportNo: number): void {
+    if (this.role.role === 'leader' || this.role.leader !== from || this.reportLeaders.get(reportNo) !== from)
+      return;
+    const waiters = this.keepaliveWaiters;
+    let covered = 0;
+    while (covered < waiters.length && waiters[covered]!.coverNo <= reportNo) {
+      waiters[covered]!.resolve(true);
+      covered++;
+    }
+    if (covered > 0) this.keepaliveWaiters = waiters.slice(covered);
   }
 
   private refuseProposal(): RaftlockError | null {
@@ -403,7 +899,12 @@ export class RaftlockNode {
 
   /** The gateway's connection for (`id`, `epoch`) closed or went silent: report it at once. */
   connectionClosed(id: number, epoch: number): void {
-    if (this.role.role !== 'leader' || this.stopped) return;
+    if (this.stopped) return;
+    if (this.role.role !== 'leader') {
+      // Goes to the leader in the next liveness report; past the bound, the leader's clock catches it.
+      if (this.lostOut.length < serverLimits.livenessLostPerReportMax) this.lostOut.push([id, epoch]);
+      return;
+    }
     const record = this.sessions.get(id);
     if (record === undefined || record.epoch !== epoch || !record.connected) return;
     this.submitLiveness({ type: 'connectionLost', session: id, epoch });
@@ -411,7 +912,9 @@ export class RaftlockNode {
 
   private checkLiveness(): void {
     if (this.role.role !== 'leader') return;
-    const commands = this.liveness.check(Date.now(), this.sessions, this.heldHere);
+    const commands = this.liveness.check(Date.now(), this.sessions, (id, epoch) =>
+      this.held.holds(id, epoch),
+    );
     for (const command of commands) this.submitLiveness(command);
   }
 
@@ -437,6 +940,9 @@ export class RaftlockNode {
     if (this.stopped) return;
     this.core.tick();
     this.checkLiveness();
+    const nowMs = Date.now();
+    this.redispatch(nowMs);
+    this.sendLivenessReport(nowMs);
     this.scheduleTurn();
   }
 
@@ -448,6 +954,7 @@ export class RaftlockNode {
       this.turnScheduled = false;
       this.guard(() => {
         if (this.stopped) return;
+        this.flushForwards();
         this.flushProposals();
         this.flushReads();
         this.drive();
@@ -518,6 +1025,8 @@ export class RaftlockNode {
       );
       this.failReads(new NotLeaderError(`node ${this.id} lost leadership`));
     }
+    // Whatever waited for a leader, or went to the previous one, goes to this one.
+    if (was.role !== soft.role || was.leader !== soft.leader) this.redispatch(Date.now());
     this.listener?.onRoleChanged(soft);
   }
 
@@ -534,6 +1043,9 @@ export class RaftlockNode {
     }
     this.log.info({ event: 'snapshot_installed', index: snapshot.meta.index }, 'snapshot installed');
     this.listener?.onTableReplaced();
+    // Keyed commands inside the snapshot were never applied here: their forward retry gets the table's
+    // deduped answer. Openings inside it are checked against the new table.
+    this.settleOpenings();
   }
 
   private applyEntry(entry: Entry): void {
@@ -548,14 +1060,24 @@ export class RaftlockNode {
       }
       const output = this.table.apply(entry.index, decoded);
       results = output.results;
+      const nowMs = Date.now();
       for (let i = 0; i < decoded.commands.length; i++) {
-        this.sessions.onCommand(decoded.commands[i]!, output.results[i]!, decoded.timeMs);
+        const command = decoded.commands[i]!;
+        const result = output.results[i]!;
+        this.sessions.onCommand(command, result, decoded.timeMs);
+        // A connection starts its clock when it opens: on a follower's gateway it is not held here, and
+        // the leader must not count its silence from before it existed.
+        if (command.type === 'openSession' && result.kind === 'opened')
+          this.liveness.touch(result.session, nowMs);
+        if (command.type === 'reconnect' && result.kind === 'done')
+          this.liveness.touch(command.session, nowMs);
       }
       for (const effect of output.effects) {
         this.sessions.onEffect(effect);
         if (effect.kind === 'sessionEnded') this.liveness.forget(effect.session);
       }
       this.listener?.onApplied(entry.index, decoded, output.results, output.effects);
+      this.settlePending(entry.index, decoded.commands, output.results);
     }
     const proposal = this.proposed.get(entry.index);
     if (proposal === undefined) return;
@@ -570,7 +1092,9 @@ export class RaftlockNode {
       results.length === proposal.callers.length,
       `node: entry ${entry.index} has ${results.length} results for ${proposal.callers.length} callers`,
     );
-    for (let i = 0; i < results.length; i++) proposal.callers[i]!.done({ ok: true, result: results[i]! });
+    for (let i = 0; i < results.length; i++) {
+      proposal.callers[i]!.done({ ok: true, result: results[i]!, index: entry.index });
+    }
   }
 
   private maybeSnapshot(applied: number): void {
@@ -643,6 +1167,10 @@ export class RaftlockNode {
     const error = new UnavailableError('node is shutting down');
     this.failProposals(error, new OutcomeUnknownError('node shut down; the request may or may not apply'));
     this.failReads(error);
+    for (const entry of [...this.pending.values(), ...this.openings])
+      this.finishPending(entry, { ok: false, error });
+    for (const waiter of this.keepaliveWaiters) waiter.resolve(false);
+    this.keepaliveWaiters = [];
     await this.idle();
   }
 

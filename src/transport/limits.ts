@@ -37,6 +37,10 @@ export interface TransportLimits {
   readonly readContextBytesMax: number;
   /** The largest snapshot a peer may announce (`totalBytes` of a chunk). */
   readonly snapshotBytesMax: number;
+  /** The largest body of one application message (forwarded requests, liveness reports). */
+  readonly appBodyBytesMax: number;
+  /** The longest `kind` of an application message. */
+  readonly appKindBytesMax: number;
 }
 
 export const transportLimits: TransportLimits = {
@@ -60,6 +64,8 @@ export const transportLimits: TransportLimits = {
   confMembersMax: 64,
   readContextBytesMax: 256,
   snapshotBytesMax: 4 * 1024 * 1024 * 1024,
+  appBodyBytesMax: 2 * 1024 * 1024,
+  appKindBytesMax: 32,
 };
 
 /** Framing overhead a data frame adds on top of its encoded messages (the MessagePack array header). */

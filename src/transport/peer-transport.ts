@@ -46,7 +46,9 @@ import {
   type TransportLimits,
   transportLimits,
 } from './limits.ts';
-import { validateMessage } from './validate-message.ts';
+import { type AppMessage, validateAppMessage, validateMessage } from './validate-message.ts';
+
+export type { AppMessage } from './validate-message.ts';
 
 export interface PeerAddress {
   readonly host: string;
@@ -120,6 +122,8 @@ export interface TransportStats {
 }
 
 export type MessagesHandler = (messages: Message[], from: NodeId) => void;
+/** Application messages of one frame, in order, all from `from`; bodies are unchecked bytes. */
+export type AppMessagesHandler = (messages: AppMessage[], from: NodeId) => void;
 export type PeerHandler = (peer: NodeId) => void;
 
 /** The options cannot work (short secret, bad id): an operator's mistake, reported before anything starts. */
@@ -203,6 +207,7 @@ export class PeerTransport {
   private readonly peers = new Map<NodeId, Peer>();
   private readonly handshaking = new Set<Accepted>();
   private readonly messageHandlers = new Set<MessagesHandler>();
+  private readonly appHandlers = new Set<AppMessagesHandler>();
   private readonly disconnectHandlers = new Set<PeerHandler>();
   /** The welcome proof each dial socket expects, computed when we answered its challenge. */
   private readonly pendingWelcome = new WeakMap<WebSocket, Uint8Array>();
@@ -317,6 +322,30 @@ export class PeerTransport {
     }
   }
 
+  /**
+   * Queues one application message (request forwarding, liveness reports: the server's own protocol,
+   * `body` already encoded by it). Same queue, frames and drop policy as Raft messages: returns false
+   * when it was dropped (unknown peer, no link, queue full, oversize), so the caller knows to retry.
+   */
+  sendApp(to: NodeId, kind: string, body: Uint8Array): boolean {
+    assert(to !== this.id, 'transport: sending an app message to ourselves');
+    const message: AppMessage = { type: 'app', from: this.id, to, term: 0, kind, body };
+    const check = validateAppMessage(message, { from: this.id, to }, this.limits);
+    assert(check.ok, `transport: refusing to send an invalid app message: ${check.ok ? '' : check.reason}`);
+    const peer = this.peers.get(to);
+    if (peer === undefined) {
+      this.global.dropsUnknownPeer += 1;
+      return false;
+    }
+    return this.enqueue(peer, message);
+  }
+
+  /** Called with each received frame's valid app messages (Raft messages go to `onMessages`). */
+  onAppMessages(handler: AppMessagesHandler): () => void {
+    this.appHandlers.add(handler);
+    return () => this.appHandlers.delete(handler);
+  }
+
   /** Called with each received frame's valid messages, all from one authenticated peer, to this node. */
   onMessages(handler: MessagesHandler): () => void {
     this.messageHandlers.add(handler);
@@ -374,10 +403,10 @@ export class PeerTransport {
 
   // ---- sending ----
 
-  private enqueue(peer: Peer, message: Message): void {
+  private enqueue(peer: Peer, message: Message | AppMessage): boolean {
     if (peer.sendLink === null) {
       peer.counters.dropsDisconnected += 1;
-      return;
+      return false;
     }
     const encoded = this.packr.pack(message);
     if (encoded.byteLength + frameHeaderBytesMax > this.limits.peerFrameBytesMax) {
@@ -388,7 +417,7 @@ export class PeerTransport {
         peer: peer.id,
         detail: `${message.type} of ${encoded.byteLength} bytes exceeds peerFrameBytesMax`,
       });
-      return;
+      return false;
     }
     const depth = peer.queue.length - peer.queueHead;
     if (
@@ -396,11 +425,12 @@ export class PeerTransport {
       peer.queueBytes + encoded.byteLength > this.limits.sendQueueBytesMax
     ) {
       peer.counters.dropsQueueFull += 1;
-      return;
+      return false;
     }
     peer.queue.push(encoded);
     peer.queueBytes += encoded.byteLength;
     this.scheduleFlush(peer);
+    return true;
   }
 
   private scheduleFlush(peer: Peer): void {
@@ -769,11 +799,19 @@ export class PeerTransport {
       return;
     }
     const messages: Message[] = [];
+    const apps: AppMessage[] = [];
     let firstReason: string | undefined;
+    const expected = { from: peer.id, to: this.id };
     for (const item of value) {
-      const result = validateMessage(item, { from: peer.id, to: this.id }, this.limits);
+      // Only the discriminant is peeked at here; each validator checks the whole shape.
+      const isApp = typeof item === 'object' && item !== null && (item as { type?: unknown }).type === 'app';
+      const result = isApp
+        ? validateAppMessage(item, expected, this.limits)
+        : validateMessage(item, expected, this.limits);
       if (result.ok) {
-        messages.push(result.message);
+        const message = result.message;
+        if (message.type === 'app') apps.push(message);
+        else messages.push(message);
       } else {
         peer.counters.messagesInvalid += 1;
         firstReason ??= result.reason;
@@ -784,12 +822,12 @@ export class PeerTransport {
         level: 'warn',
         event: 'peer_message_invalid',
         peer: peer.id,
-        detail: `${value.length - messages.length} dropped; first: ${firstReason}`,
+        detail: `${value.length - messages.length - apps.length} dropped; first: ${firstReason}`,
       });
     }
-    peer.counters.messagesReceived += messages.length;
-    if (messages.length === 0) return;
-    for (const handler of this.messageHandlers) handler(messages, peer.id);
+    peer.counters.messagesReceived += messages.length + apps.length;
+    if (messages.length > 0) for (const handler of this.messageHandlers) handler(messages, peer.id);
+    if (apps.length > 0) for (const handler of this.appHandlers) handler(apps, peer.id);
   }
 
   private dialProtocolError(peer: Peer, ws: WebSocket, detail: string): void {

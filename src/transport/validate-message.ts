@@ -7,6 +7,24 @@
 import type { ConfState, Entry, EntryType, Message, NodeId, SnapshotMeta } from '../raft/types.ts';
 import type { TransportLimits } from './limits.ts';
 
+/**
+ * An application-level message between nodes (request forwarding, liveness reports): the transport
+ * checks the envelope only; `body` is opaque bytes that the server decodes and validates itself.
+ */
+export interface AppMessage {
+  readonly type: 'app';
+  readonly from: NodeId;
+  readonly to: NodeId;
+  /** Always 0: app messages carry no Raft term (the key keeps the envelope shaped like a Message). */
+  readonly term: 0;
+  readonly kind: string;
+  readonly body: Uint8Array;
+}
+
+export type AppValidationResult =
+  | { readonly ok: true; readonly message: AppMessage }
+  | { readonly ok: false; readonly reason: string };
+
 export type ValidationResult =
   | { readonly ok: true; readonly message: Message }
   | { readonly ok: false; readonly reason: string };
@@ -184,6 +202,29 @@ export function validateMessage(
 ): ValidationResult {
   try {
     return { ok: true, message: build(value, expected, limits) };
+  } catch (error) {
+    if (error instanceof Invalid) return { ok: false, reason: error.message };
+    throw error;
+  }
+}
+
+/** Checks one decoded value against the `AppMessage` envelope; the body's content is the server's to check. */
+export function validateAppMessage(
+  value: unknown,
+  expected: { readonly from: NodeId; readonly to: NodeId },
+  limits: TransportLimits,
+): AppValidationResult {
+  try {
+    const m = map(value, 'message');
+    if (field(m, 'type') !== 'app') fail('type is not app');
+    if (field(m, 'from') !== expected.from) fail('from is not the authenticated peer');
+    if (field(m, 'to') !== expected.to) fail('to is not this node');
+    if (field(m, 'term') !== 0) fail('term of an app message is not 0');
+    const kind = string(m, 'kind', limits.appKindBytesMax);
+    if (kind.length === 0) fail('kind is empty');
+    const body = bytes(m, 'body');
+    if (body.byteLength > limits.appBodyBytesMax) fail('body exceeds appBodyBytesMax');
+    return { ok: true, message: { type: 'app', from: expected.from, to: expected.to, term: 0, kind, body } };
   } catch (error) {
     if (error instanceof Invalid) return { ok: false, reason: error.message };
     throw error;

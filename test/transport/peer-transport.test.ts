@@ -93,6 +93,31 @@ describe('PeerTransport', () => {
     expect(n1.received[0]).toMatchObject({ type: 'appendResp', from: 'n2', index: 40 });
   });
 
+  it('app messages share the links and frames with Raft messages, reach onAppMessages in order, and report drops', async () => {
+    const nodes = [await node('n1'), await node('n2')];
+    const [n1, n2] = nodes as [Node, Node];
+    const apps: { kind: string; body: number[]; from: string }[] = [];
+    n2.transport.onAppMessages((messages, from) => {
+      for (const m of messages) apps.push({ kind: m.kind, body: [...m.body], from });
+    });
+    // No link yet: dropped, and the caller is told.
+    expect(n1.transport.sendApp('n2', 'forward', Uint8Array.of(1))).toBe(false);
+    expect(n1.transport.sendApp('n9', 'forward', Uint8Array.of(1))).toBe(false);
+    wire(nodes);
+    await fullyConnected(nodes);
+    const framesBefore = n1.transport.stats().peers.n2!.framesSent;
+    expect(n1.transport.sendApp('n2', 'forward', Uint8Array.of(1, 2))).toBe(true);
+    n1.transport.send([heartbeat('n1', 'n2', 3)]);
+    expect(n1.transport.sendApp('n2', 'liveness', Uint8Array.of(3))).toBe(true);
+    await waitFor(() => apps.length === 2 && n2.received.length === 1, 'delivery');
+    expect(apps).toEqual([
+      { kind: 'forward', body: [1, 2], from: 'n1' },
+      { kind: 'liveness', body: [3], from: 'n1' },
+    ]);
+    expect(n2.received[0]).toEqual(heartbeat('n1', 'n2', 3));
+    expect(n1.transport.stats().peers.n2!.framesSent - framesBefore).toBe(1);
+  });
+
   it('C7: a peer with the wrong secret is refused both ways, and no message crosses', async () => {
     const n1 = await node('n1');
     const n2 = await node('n2', { secret: 'a different secret, same length!' });
@@ -242,12 +267,14 @@ describe('PeerTransport', () => {
       { ...good, term: -1 },
       { ...append('n2', 'n1', 4, 2), entries: [append('n2', 'n1', 4, 1).type, 5] },
       'just a string',
+      { type: 'app', from: 'n2', to: 'n1', term: 0, kind: 'x', body: 'not bytes' },
+      { type: 'app', from: 'n3', to: 'n1', term: 0, kind: 'x', body: Uint8Array.of(1) },
     ];
     connections[0]!.send(packr.pack(frame));
     await waitFor(() => n1.received.length === 1, 'the valid message');
     expect(n1.received[0]).toEqual(good);
     expect(n1.received[0]).not.toHaveProperty('extra');
-    await waitFor(() => n1.transport.stats().peers.n2!.messagesInvalid === 6, 'invalid count');
+    await waitFor(() => n1.transport.stats().peers.n2!.messagesInvalid === 8, 'invalid count');
 
     connections[0]!.send(Uint8Array.of(0xc1, 0xc1, 0xc1));
     await waitFor(() => n1.transport.stats().peers.n2!.framesInvalid === 1, 'garbage frame counted');

@@ -3,7 +3,7 @@ import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import type { Message } from '../../src/raft/types.ts';
 import { transportLimits } from '../../src/transport/limits.ts';
-import { validateMessage } from '../../src/transport/validate-message.ts';
+import { validateAppMessage, validateMessage } from '../../src/transport/validate-message.ts';
 import { append } from './helpers.ts';
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true });
@@ -119,6 +119,49 @@ describe('validateMessage', () => {
         if (Array.isArray(value)) for (const item of value) validateMessage(item, expected, transportLimits);
       }),
       { numRuns: 2000 },
+    );
+  });
+});
+
+describe('validateAppMessage', () => {
+  const app = { type: 'app', from: 'n2', to: 'n1', term: 0, kind: 'forward', body: Uint8Array.of(1, 2, 3) };
+
+  it('C7: accepts an app envelope after a msgpackr round trip, rebuilt from its fields, body as Uint8Array', () => {
+    const result = validateAppMessage(wireRoundTrip({ ...app, extra: 1 }), expected, transportLimits);
+    expect(result).toEqual({ ok: true, message: app });
+    expect(result.ok && result.message.body.constructor).toBe(Uint8Array);
+  });
+
+  it('C7: refuses a wrong sender, receiver, term, kind or body, and an oversized body', () => {
+    const bad: [string, unknown][] = [
+      ['another sender', { ...app, from: 'n3' }],
+      ['another receiver', { ...app, to: 'n7' }],
+      ['a Raft term', { ...app, term: 3 }],
+      ['an empty kind', { ...app, kind: '' }],
+      ['a long kind', { ...app, kind: 'k'.repeat(transportLimits.appKindBytesMax + 1) }],
+      ['a string body', { ...app, body: 'text' }],
+      ['no body', { ...app, body: undefined }],
+      ['not a map', [app]],
+      ['a body over the bound', { ...app, body: new Uint8Array(transportLimits.appBodyBytesMax + 1) }],
+    ];
+    for (const [what, value] of bad) {
+      expect(validateAppMessage(wireRoundTrip(value), expected, transportLimits).ok, what).toBe(false);
+    }
+  });
+
+  it('C7: a Raft message is never taken for an app message, nor an app message for a Raft one', () => {
+    for (const message of samples) {
+      expect(validateAppMessage(wireRoundTrip(message), expected, transportLimits).ok).toBe(false);
+    }
+    expect(validateMessage(wireRoundTrip(app), expected, transportLimits).ok).toBe(false);
+  });
+
+  it('C7: never throws on arbitrary values', () => {
+    fc.assert(
+      fc.property(fc.anything(), (value) => {
+        validateAppMessage(value, expected, transportLimits);
+        validateAppMessage({ ...app, body: value }, expected, transportLimits);
+      }),
     );
   });
 });

@@ -1,0 +1,197 @@
+// The node's own messages between peers, carried as transport app messages (docs/peer-transport.md):
+// request forwarding from a follower's gateway to the leader, and the gateways' liveness reports.
+// The transport checks the envelope (authenticated sender, bounded body); every body is decoded and
+// checked here, field by field, and rebuilt from the checked fields alone (C7). Commands travel as a
+// lock-table entry (`encodeEntry`), so they pass the same decoder and validation as the log itself.
+
+import { Packr, Unpackr } from 'msgpackr';
+import { type ErrorCode, isErrorCode } from '../errors.ts';
+import { commandsPerBatchMax } from '../limits.ts';
+import { type Command, decodeEntry, encodeEntry, validateCommand } from '../locks/index.ts';
+import { serverLimits } from './limits.ts';
+
+/** A follower's gateway → the leader: commands to propose, each with the follower's id for it. */
+export interface ForwardBody {
+  readonly items: readonly { readonly id: number; readonly command: Command }[];
+}
+
+/** The leader → a follower: forwarded commands it could not propose, with why. */
+export interface RefusedBody {
+  readonly items: readonly { readonly id: number; readonly code: ErrorCode }[];
+}
+
+/** The leader → a follower: a forwarded openSession applied on the leader at `index`. */
+export interface OpenedBody {
+  readonly id: number;
+  readonly session: number;
+  readonly index: number;
+}
+
+/** A gateway → the leader, every heartbeat: the sessions it holds open, and connections it lost. */
+export interface LivenessReportBody {
+  readonly reportNo: number;
+  /** (session, connection epoch) of every open session connection on the gateway. */
+  readonly sessions: readonly (readonly [number, number])[];
+  /** (session, connection epoch) of connections that closed or went idle since the last report. */
+  readonly lost: readonly (readonly [number, number])[];
+}
+
+/** The leader → a gateway: report `reportNo` arrived, and leadership was confirmed by a quorum after. */
+export interface LivenessAckBody {
+  readonly reportNo: number;
+}
+
+export type PeerBody =
+  | { readonly kind: 'forward'; readonly body: ForwardBody }
+  | { readonly kind: 'refused'; readonly body: RefusedBody }
+  | { readonly kind: 'opened'; readonly body: OpenedBody }
+  | { readonly kind: 'liveness'; readonly body: LivenessReportBody }
+  | { readonly kind: 'livenessAck'; readonly body: LivenessAckBody };
+
+export type PeerKind = PeerBody['kind'];
+
+const packr = new Packr({ useRecords: false, moreTypes: false });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+export function encodePeerBody(message: PeerBody): Uint8Array {
+  switch (message.kind) {
+    case 'forward': {
+      // Ids ride next to an entry of the commands: the entry codec is the one that checks commands.
+      const { items } = message.body;
+      const entry = encodeEntry({ timeMs: 0, commands: items.map((item) => item.command) });
+      return packr.pack({ ids: items.map((item) => item.id), entry });
+    }
+    case 'refused':
+      return packr.pack({
+        ids: message.body.items.map((i) => i.id),
+        codes: message.body.items.map((i) => i.code),
+      });
+    case 'opened':
+    case 'livenessAck':
+      return packr.pack(message.body);
+    case 'liveness':
+      return packr.pack({
+        reportNo: message.body.reportNo,
+        sessions: message.body.sessions.flat(),
+        lost: message.body.lost.flat(),
+      });
+    default:
+      return message satisfies never;
+  }
+}
+
+class Invalid extends Error {}
+
+function fail(reason: string): never {
+  throw new Invalid(reason);
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+function record(value: unknown): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array)
+    fail('body is not a map');
+  return value as Record<string, unknown>;
+}
+
+function count(body: Record<string, unknown>, name: string): number {
+  const value = Object.hasOwn(body, name) ? body[name] : undefined;
+  if (!isCount(value)) fail(`${name} is not a non-negative integer`);
+  return value;
+}
+
+function counts(body: Record<string, unknown>, name: string, lengthMax: number): number[] {
+  const value = Object.hasOwn(body, name) ? body[name] : undefined;
+  if (!Array.isArray(value) || value.length > lengthMax) fail(`${name} is not a bounded list`);
+  for (const item of value) if (!isCount(item)) fail(`${name} holds a non-integer`);
+  return value as number[];
+}
+
+function pairs(flat: readonly number[], name: string): [number, number][] {
+  if (flat.length % 2 !== 0) fail(`${name} does not hold pairs`);
+  const out: [number, number][] = [];
+  for (let k = 0; k < flat.length; k += 2) out.push([flat[k]!, flat[k + 1]!]);
+  return out;
+}
+
+/** Commands a follower may forward: the ones its gateway proposes for its clients. */
+const forwardable = new Set<Command['type']>([
+  'openSession',
+  'reconnect',
+  'closeSession',
+  'acquire',
+  'release',
+  'cancel',
+]);
+
+function decodeBody(kind: string, bytes: Uint8Array): PeerBody {
+  let raw: unknown;
+  try {
+    raw = unpackr.unpack(bytes);
+  } catch {
+    fail('body is not msgpack');
+  }
+  const body = record(raw);
+  switch (kind) {
+    case 'forward': {
+      const ids = counts(body, 'ids', commandsPerBatchMax);
+      const entryBytes = Object.hasOwn(body, 'entry') ? body.entry : undefined;
+      if (!(entryBytes instanceof Uint8Array)) fail('entry is not bytes');
+      let commands: readonly Command[];
+      try {
+        commands = decodeEntry(entryBytes).commands;
+        for (const command of commands) validateCommand(command);
+      } catch (error) {
+        fail(`entry: ${(error as Error).message}`);
+      }
+      if (commands.length !== ids.length) fail('ids and commands differ in length');
+      for (const command of commands) {
+        if (!forwardable.has(command.type)) fail(`${command.type} may not be forwarded`);
+      }
+      return { kind, body: { items: commands.map((command, k) => ({ id: ids[k]!, command })) } };
+    }
+    case 'refused': {
+      const ids = counts(body, 'ids', commandsPerBatchMax);
+      const codes = Object.hasOwn(body, 'codes') ? body.codes : undefined;
+      if (!Array.isArray(codes) || codes.length !== ids.length) fail('codes is not a list matching ids');
+      for (const code of codes) if (typeof code !== 'string' || !isErrorCode(code)) fail('unknown code');
+      return { kind, body: { items: ids.map((id, k) => ({ id, code: codes[k] as ErrorCode })) } };
+    }
+    case 'opened':
+      return {
+        kind,
+        body: { id: count(body, 'id'), session: count(body, 'session'), index: count(body, 'index') },
+      };
+    case 'liveness': {
+      const sessionsMax = 2 * serverLimits.clientConnectionsMax;
+      return {
+        kind,
+        body: {
+          reportNo: count(body, 'reportNo'),
+          sessions: pairs(counts(body, 'sessions', sessionsMax), 'sessions'),
+          lost: pairs(counts(body, 'lost', 2 * serverLimits.livenessLostPerReportMax), 'lost'),
+        },
+      };
+    }
+    case 'livenessAck':
+      return { kind, body: { reportNo: count(body, 'reportNo') } };
+    default:
+      return fail(`unknown kind ${JSON.stringify(kind.slice(0, 32))}`);
+  }
+}
+
+export type PeerBodyResult =
+  | { readonly ok: true; readonly message: PeerBody }
+  | { readonly ok: false; readonly reason: string };
+
+/** Never throws: any bytes either yield a checked body or a reason to drop them. */
+export function decodePeerBody(kind: string, bytes: Uint8Array): PeerBodyResult {
+  try {
+    return { ok: true, message: decodeBody(kind, bytes) };
+  } catch (error) {
+    if (error instanceof Invalid) return { ok: false, reason: error.message };
+    return { ok: false, reason: `undecodable: ${String(error)}` };
+  }
+}
