@@ -98,7 +98,8 @@ export class RaftNode {
   /** Reads registered before this leader committed an entry of its own term; registered once it does. */
   private readsAwaitingCommit: { context: string; from: NodeId | null }[] = [];
   /** Follower: reads forwarded to the leader, failed if leadership changes before an answer. */
-  private readonly forwardedReads = new Set<string>();
+  /** Context → ticks since forwarded; an answer lost on the way is failed after an election timeout. */
+  private readonly forwardedReads = new Map<string, number>();
 
   /** Follower: a snapshot arriving in chunks. */
   private incoming: {
@@ -238,7 +239,7 @@ export class RaftNode {
       this.readFailures.push({ context, code: 'UNAVAILABLE' });
       return;
     }
-    this.forwardedReads.add(context);
+    this.forwardedReads.set(context, 0);
     this.send({ type: 'readIndex', from: this.id, to: this.leader, term: this.term, context });
   }
 
@@ -453,6 +454,7 @@ export class RaftNode {
   // ---------------------------------------------------------------- ticks
 
   private tickElection(): void {
+    this.expireForwardedReads();
     this.electionElapsed++;
     if (this.electionElapsed >= this.randomizedElectionTimeout) {
       this.electionElapsed = 0;
@@ -1097,8 +1099,20 @@ export class RaftNode {
     else this.send({ type: 'readIndexResp', from: this.id, to: from, term: this.term, context, index: -1 });
   }
 
+  private expireForwardedReads(): void {
+    if (this.forwardedReads.size === 0) return;
+    for (const [context, ticks] of this.forwardedReads) {
+      if (ticks + 1 >= this.config.electionTimeoutTicks) {
+        this.forwardedReads.delete(context);
+        this.readFailures.push({ context, code: 'UNAVAILABLE' });
+      } else {
+        this.forwardedReads.set(context, ticks + 1);
+      }
+    }
+  }
+
   private failForwardedReads(): void {
-    for (const context of this.forwardedReads) this.readFailures.push({ context, code: 'NOT_LEADER' });
+    for (const context of this.forwardedReads.keys()) this.readFailures.push({ context, code: 'NOT_LEADER' });
     this.forwardedReads.clear();
   }
 

@@ -227,3 +227,24 @@ describe('raft core: fast failover', () => {
     expect(leader.status().term).toBe(term);
   });
 });
+
+describe('raft core: ReadIndex bounds', () => {
+  it('S15: a forwarded read whose answer is lost fails UNAVAILABLE after an election timeout', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3']);
+    const leader = c.elect();
+    const followerId = [...c.members.keys()].find((id) => id !== leader.id)!;
+    const follower = c.get(followerId).node;
+    c.cut.add(`${followerId}>${leader.id}`); // the request is lost; heartbeats still arrive
+    follower.readIndex('lost');
+    const failures: string[] = [];
+    for (let i = 0; i < 12 && failures.length === 0; i++) {
+      follower.tick();
+      if (follower.hasReady()) {
+        const rd = follower.ready();
+        failures.push(...rd.readFailures.map((f) => `${f.context}:${f.code}`));
+        follower.advance();
+      }
+    }
+    expect(failures).toEqual(['lost:UNAVAILABLE']);
+  });
+});
