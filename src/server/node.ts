@@ -281,6 +281,8 @@ export class RaftlockNode {
     this.transport.onPeerDisconnected((peer) => {
       if (this.stopped) return;
       this.core.reportUnreachable(peer);
+      // A leader that died closed its sockets: campaign within a few ticks, not a whole election timeout.
+      if (this.core.status().leader === peer) this.core.forgetLeader();
       this.scheduleTurn();
     });
   }
