@@ -230,7 +230,9 @@ export class Gateway {
       serverLimits.helloTimeoutMs,
     );
     ws.on('message', (data: RawData, isBinary: boolean) => this.onFrame(connection, data, isBinary));
-    ws.on('close', () => this.onClose(connection));
+    // Only a client that said goodbye (close code 1000/1001) knows its connection is gone; otherwise it
+    // may still count itself owner until its own loss bound (S10), so the liveness clock decides.
+    ws.on('close', (code: number) => this.onClose(connection, code === 1000 || code === 1001));
     ws.on('error', (error) => {
       this.log.debug({ event: 'client_socket_error', remote, err: error.message }, 'client socket error');
     });
@@ -611,10 +613,10 @@ export class Gateway {
       // A peer that never answers the close frame must not pin the socket.
       setTimeout(() => ws.terminate(), 1_000).unref();
     }
-    this.onClose(connection);
+    this.onClose(connection, false);
   }
 
-  private onClose(connection: ClientConnection): void {
+  private onClose(connection: ClientConnection, clientSaidGoodbye: boolean): void {
     if (!this.connections.delete(connection)) return;
     if (connection.helloTimer !== null) clearTimeout(connection.helloTimer);
     connection.helloTimer = null;
@@ -622,7 +624,9 @@ export class Gateway {
     connection.state = 'closed';
     if (!wasOpen) return;
     if (this.bySession.get(connection.session) === connection) this.bySession.delete(connection.session);
-    this.node.connectionClosed(connection.session, connection.epoch);
+    // Without a goodbye, the leader releases after the connection-loss bound counted from the last time
+    // it heard from the client — never before the client's own isOwned() deadline.
+    if (clientSaidGoodbye) this.node.connectionClosed(connection.session, connection.epoch);
     this.log.info(
       { event: 'client_disconnected', session: connection.session, epoch: connection.epoch },
       'client disconnected',
