@@ -569,7 +569,9 @@ export class Cluster {
     slot.core.advance();
     if (confChanged) {
       const after = slot.core.status();
-      this.checker.onConfApplied(slot, after.applied, after.conf);
+      // A snapshot received while this Ready was out supersedes the entries it applied: the core already
+      // runs on the snapshot's membership, but `applied` moves only when the next Ready hands it out.
+      if (after.snapshotIndex <= after.applied) this.checker.onConfApplied(slot, after.applied, after.conf);
     }
     this.maybeSnapshot(slot);
   }

@@ -185,8 +185,17 @@ function faultEventArbitrary(ticks: number, without: readonly FaultKind[]): fc.A
         queueMessages: fc.boolean(),
       }),
     ],
-    // crashMidWrite is left out of random schedules until test/sim/open-failures/seed-55313542.json
-    // (a membership disagreement after a leader dies mid-write) is understood and fixed.
+    [
+      'crashMidWrite',
+      2,
+      fc.record({
+        at,
+        kind: fc.constant('crashMidWrite' as const),
+        target,
+        pick,
+        downFor: fc.integer({ min: 1, max: 100 }),
+      }),
+    ],
     [
       'crashStorm',
       1,
