@@ -1,9 +1,10 @@
 // The leader's liveness decisions (C6), without processes: which connectionLost / expireSession commands
 // it proposes and when.
 
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { LockTable } from '../../src/locks/index.ts';
-import { LivenessClock, SessionDirectory } from '../../src/server/liveness.ts';
+import { type Command, LockTable, type SessionId } from '../../src/locks/index.ts';
+import { LivenessClock, type LivenessOptions, SessionDirectory } from '../../src/server/liveness.ts';
 
 function setup(windowMs = 30_000) {
   const table = new LockTable();
@@ -73,4 +74,223 @@ describe('LivenessClock', () => {
     clock.forget(1);
     expect(clock.check(100_000, directory, nowhere)).toEqual([]);
   });
+
+  it('a check costs what is due: with 100,000 connected sessions, checks before any bound passes look at none', () => {
+    const directory = new SessionDirectory();
+    for (let id = 1; id <= 100_000; id++) {
+      directory.onCommand(
+        { type: 'openSession', principal: 'p', reconnectionWindowMs: 30_000 },
+        { kind: 'opened', session: id },
+        0,
+      );
+    }
+    const clock = new LivenessClock({
+      connectionTimeoutMs: 2_000,
+      retryMs: 1_000,
+      proposalsPerCheckMax: 100,
+    });
+    clock.becameLeader(0);
+    expect(clock.check(0, directory, nowhere)).toEqual([]);
+    expect(clock.evaluations).toBe(100_000); // a new leader looks at every session once
+    expect(clock.scheduled).toBe(100_000);
+    for (let now = 10; now < 1_000; now += 10) {
+      for (let id = 1; id <= 100; id++) clock.touch(id, now);
+      expect(clock.check(now, directory, nowhere)).toEqual([]);
+    }
+    expect(clock.evaluations).toBe(100_000);
+    // At the bound, the untouched sessions come due, a bounded number of proposals per check.
+    const due = clock.check(2_000, directory, nowhere);
+    expect(due).toHaveLength(100);
+    expect(due.every((command) => command.type === 'connectionLost' && command.session > 100)).toBe(true);
+  });
+
+  it('C6: a held session that goes silent and is no longer held is noticed within a quarter of the bound', () => {
+    const { directory, clock } = setup();
+    clock.becameLeader(0);
+    let held = true;
+    for (let now = 0; now <= 10_000; now += 100) {
+      expect(clock.check(now, directory, () => held)).toEqual([]);
+    }
+    held = false;
+    const seen: number[] = [];
+    for (let now = 10_100; now <= 11_000 && seen.length === 0; now += 100) {
+      if (clock.check(now, directory, () => held).length > 0) seen.push(now);
+    }
+    expect(seen.length).toBe(1);
+    expect(seen[0]!).toBeLessThanOrEqual(10_000 + 2_000 / 4 + 100);
+  });
+
+  it('C6, S11: decides exactly what a full scan of every session would, over random histories', () => {
+    const options: LivenessOptions = {
+      connectionTimeoutMs: 2_000,
+      retryMs: 700,
+      proposalsPerCheckMax: 10_000,
+    };
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant('open' as const), windowMs: fc.integer({ min: 0, max: 5_000 }) }),
+      fc.record({ kind: fc.constant('reconnect' as const), pick: fc.nat() }),
+      fc.record({ kind: fc.constant('lost' as const), pick: fc.nat() }),
+      fc.record({ kind: fc.constant('end' as const), pick: fc.nat() }),
+      fc.record({ kind: fc.constant('touch' as const), pick: fc.nat() }),
+      fc.record({ kind: fc.constant('settled' as const), pick: fc.nat() }),
+      fc.record({ kind: fc.constant('leader' as const) }),
+      fc.record({ kind: fc.constant('check' as const) }),
+      fc.record({ kind: fc.constant('advance' as const), ms: fc.integer({ min: 1, max: 1_500 }) }),
+      fc.record({ kind: fc.constant('follower' as const) }),
+      fc.record({ kind: fc.constant('check' as const) }),
+      fc.record({ kind: fc.constant('advance' as const), ms: fc.integer({ min: 1, max: 1_500 }) }),
+    );
+    const decided = [0, 0];
+    fc.assert(
+      fc.property(fc.array(op, { minLength: 100, maxLength: 300 }), (ops) => {
+        const directory = new SessionDirectory();
+        const clock = new LivenessClock(options);
+        const model = new ScanningClock(options);
+        const held = (id: SessionId) => id % 3 === 0;
+        let now = 0;
+        let nextId = 1;
+        let epoch = 0;
+        const ids = () => [...directory.sessions.keys()];
+        const pick = (n: number) => {
+          const all = ids();
+          return all.length === 0 ? undefined : all[n % all.length];
+        };
+        for (const o of ops) {
+          switch (o.kind) {
+            case 'open': {
+              const command: Command = {
+                type: 'openSession',
+                principal: 'p',
+                reconnectionWindowMs: o.windowMs,
+              };
+              const id = nextId++;
+              directory.onCommand(command, { kind: 'opened', session: id }, now);
+              clock.touch(id, now);
+              model.touch(id, now);
+              break;
+            }
+            case 'reconnect': {
+              const id = pick(o.pick);
+              if (id === undefined) break;
+              directory.onCommand({ type: 'reconnect', session: id, epoch: ++epoch }, { kind: 'done' }, now);
+              clock.touch(id, now);
+              model.touch(id, now);
+              break;
+            }
+            case 'lost': {
+              const id = pick(o.pick);
+              const record = id === undefined ? undefined : directory.get(id);
+              if (id === undefined || record === undefined || !record.connected) break;
+              directory.onCommand(
+                { type: 'connectionLost', session: id, epoch: record.epoch },
+                { kind: 'done' },
+                now,
+              );
+              break;
+            }
+            case 'end': {
+              const id = pick(o.pick);
+              if (id === undefined) break;
+              directory.onEffect({ kind: 'sessionEnded', session: id, reason: 'expired' });
+              clock.forget(id);
+              model.forget(id);
+              break;
+            }
+            case 'touch': {
+              const id = pick(o.pick);
+              if (id === undefined) break;
+              clock.touch(id, now);
+              model.touch(id, now);
+              break;
+            }
+            case 'settled': {
+              const id = pick(o.pick);
+              if (id === undefined) break;
+              clock.settled(id);
+              model.settled(id);
+              break;
+            }
+            case 'leader':
+              clock.becameLeader(now);
+              model.becameLeader(now);
+              break;
+            case 'follower':
+              clock.steppedDown();
+              model.steppedDown();
+              break;
+            case 'check': {
+              const got = clock.check(now, directory, (id) => held(id));
+              const want = model.check(now, directory, (id) => held(id));
+              for (const command of want) decided[command.type === 'connectionLost' ? 0 : 1]++;
+              const key = (c: Command) => JSON.stringify(c);
+              expect(got.map(key).sort()).toEqual(want.map(key).sort());
+              break;
+            }
+            case 'advance':
+              now += o.ms;
+              break;
+          }
+        }
+      }),
+      { numRuns: 300 },
+    );
+    // Not vacuous: the histories made both kinds of decision.
+    expect(decided[0]).toBeGreaterThan(10);
+    expect(decided[1]).toBeGreaterThan(10);
+  });
 });
+
+/** The reference: the obvious clock that scans every session on every check. */
+class ScanningClock {
+  private leaderSinceMs = -1;
+  private readonly lastSeenMs = new Map<SessionId, number>();
+  private readonly proposedAtMs = new Map<SessionId, number>();
+
+  constructor(private readonly options: LivenessOptions) {}
+
+  becameLeader(nowMs: number): void {
+    this.leaderSinceMs = nowMs;
+    this.lastSeenMs.clear();
+    this.proposedAtMs.clear();
+  }
+
+  steppedDown(): void {
+    this.leaderSinceMs = -1;
+    this.lastSeenMs.clear();
+    this.proposedAtMs.clear();
+  }
+
+  touch(id: SessionId, nowMs: number): void {
+    if (this.leaderSinceMs >= 0) this.lastSeenMs.set(id, nowMs);
+  }
+
+  forget(id: SessionId): void {
+    this.lastSeenMs.delete(id);
+    this.proposedAtMs.delete(id);
+  }
+
+  settled(id: SessionId): void {
+    this.proposedAtMs.delete(id);
+  }
+
+  check(nowMs: number, directory: SessionDirectory, heldHere: (id: SessionId, epoch: number) => boolean) {
+    if (this.leaderSinceMs < 0) return [];
+    const commands: Command[] = [];
+    for (const [id, record] of directory.sessions) {
+      const proposedAt = this.proposedAtMs.get(id);
+      if (proposedAt !== undefined && nowMs - proposedAt < this.options.retryMs) continue;
+      if (record.connected) {
+        if (heldHere(id, record.epoch)) continue;
+        const silentSinceMs = Math.max(this.lastSeenMs.get(id) ?? 0, this.leaderSinceMs);
+        if (nowMs - silentSinceMs < this.options.connectionTimeoutMs) continue;
+        commands.push({ type: 'connectionLost', session: id, epoch: record.epoch });
+      } else {
+        const lostSinceMs = Math.max(record.lostAtMs, this.leaderSinceMs);
+        if (nowMs - lostSinceMs < record.reconnectionWindowMs) continue;
+        commands.push({ type: 'expireSession', session: id, epoch: record.epoch });
+      }
+      this.proposedAtMs.set(id, nowMs);
+    }
+    return commands;
+  }
+}
