@@ -1,116 +1,353 @@
-// First load generator: N sessions, each looping lock → unlock on its own name, against a local 3-node
-// cluster (started here, fsync on, unless --servers points at a running one). Prints cycles/s and
-// p50/p99 latency of one lock+unlock cycle.
+// `npm run bench`: raftlock's lock workloads against a local 3-node cluster (separate processes on
+// loopback, LevelDB, fsync on), and with `--vs etcd` the same workloads against a 3-node etcd cluster
+// using etcd's own lock service, in the same run, with raftlock/etcd ratios.
 //
-//   npm run bench -- --sessions 1,32 --seconds 5 [--servers ws://…,…] [--no-fsync]
+//   W1  one session looping lock → unlock                      cycles/s, p50, p99 of one cycle
+//   W2  32 sessions, each looping on its own name              cycles/s, p99
+//   W3  32 sessions contending for one name                    handoffs/s, fairness (max/min grants)
+//   W4  kill -9 of the leader under W2's load, ≥ 5 times       time until every session cycles again
+//   W5  1,000,000 held locks across 100,000 sessions           leader RSS, restart + catch-up of a node
+//
+//   npm run bench [-- --vs etcd] [--short] [--only W1,W2] [--seconds 10] [--kills 5]
+//                    [--json bench-results.json] [--chart docs/benchmarks.svg] [--no-fsync]
+//                    [--baseline DIR]
+//
+// Workloads run side by side: for each, raftlock, then etcd (and the baseline), so a machine whose load
+// changes during the run weighs on every system alike. `--baseline DIR` also runs W1–W4 against the
+// raftlock of another checkout (say `git archive HEAD` unpacked in DIR, with node_modules linked) and
+// adds a "before" column: before/after figures from the same run.
+//
+// Sessions start on the leader (both systems), so the figures measure the replicated write path rather
+// than follower forwarding. W5 runs against raftlock only. `--short` fits in about a minute: 3 s runs,
+// 2 kills, and W5 scaled down to 100,000 locks across 10,000 sessions.
 
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { existsSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { nodeCommand } from '../src/cli/cluster-up.ts';
-import { fetchStatus } from '../src/cli/status.ts';
-import { connect, type Session } from '../src/client/index.ts';
+import { RaftlockCluster } from './bench-cluster.ts';
+import { EtcdCluster, etcdInstallHint, etcdVersion } from './bench-etcd.ts';
+import { chartSvg, ProgressBar, type Row, ratio, table } from './bench-report.ts';
+import type { BenchCluster } from './bench-types.ts';
+import {
+  type ContentionFigures,
+  type CycleFigures,
+  type FailoverFigures,
+  runContention,
+  runFailover,
+  runOwnNames,
+  runScale,
+  type ScaleFigures,
+} from './bench-workloads.ts';
 
 const { values } = parseArgs({
   options: {
-    sessions: { type: 'string', default: '1,32' },
-    seconds: { type: 'string', default: '5' },
-    servers: { type: 'string' },
+    vs: { type: 'string' },
+    short: { type: 'boolean' },
+    only: { type: 'string' },
+    seconds: { type: 'string' },
+    kills: { type: 'string' },
+    sessions: { type: 'string' },
+    json: { type: 'string' },
+    chart: { type: 'string' },
     'no-fsync': { type: 'boolean' },
+    baseline: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
   },
+  strict: true,
 });
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
+if (values.help === true) {
+  process.stdout.write(
+    'npm run bench [-- --vs etcd] [--short] [--only W1,W2,W3,W4,W5] [--seconds N] [--kills N] [--sessions 32]\n' +
+      '                 [--json FILE] [--chart FILE.svg] [--no-fsync] [--baseline DIR]\n',
+  );
+  process.exit(0);
+}
+
+const short = values.short === true;
+const seconds = Number(values.seconds ?? (short ? 3 : 10));
+const kills = Number(values.kills ?? (short ? 2 : 5));
+const manySessions = Number(values.sessions ?? 32);
+const fsync = values['no-fsync'] !== true;
+const only = new Set((values.only ?? 'W1,W2,W3,W4,W5').toUpperCase().split(','));
+const w5Sessions = short ? 10_000 : 100_000;
+const w5LocksPerSession = 10;
+const jsonPath = values.json ?? 'bench-results.json';
+const chartPath = values.chart ?? (short ? undefined : 'docs/benchmarks.svg');
+
+let withEtcd = false;
+let etcdLabel: string | null = null;
+if (values.vs !== undefined) {
+  if (values.vs !== 'etcd') {
+    process.stderr.write(`--vs ${values.vs}: only etcd is supported\n`);
+    process.exit(2);
+  }
+  etcdLabel = etcdVersion();
+  if (etcdLabel === null) process.stderr.write(`${etcdInstallHint}; running raftlock alone.\n`);
+  else withEtcd = true;
+}
+
+interface SystemResults {
+  w1?: CycleFigures;
+  w2?: CycleFigures;
+  w3?: ContentionFigures;
+  w4?: FailoverFigures;
+  w5?: ScaleFigures;
+}
+const results: { raftlock: SystemResults; etcd: SystemResults; baseline: SystemResults } = {
+  raftlock: {},
+  etcd: {},
+  baseline: {},
+};
+const baselineMain = values.baseline === undefined ? undefined : resolve(values.baseline, 'src/cli/main.ts');
+if (baselineMain !== undefined && !existsSync(baselineMain)) {
+  process.stderr.write(`--baseline: ${baselineMain} does not exist\n`);
+  process.exit(2);
+}
+
+const cycleWorkloads = ['W1', 'W2', 'W3', 'W4'].filter((w) => only.has(w));
+const systemCount = 1 + (withEtcd ? 1 : 0) + (baselineMain === undefined ? 0 : 1);
+const steps = cycleWorkloads.length * systemCount + (only.has('W5') ? 1 : 0);
+const bar = new ProgressBar(steps);
+const loadBefore = loadavg();
+const startedAt = new Date();
+
+async function runCycleWorkload(
+  workload: string,
+  system: 'raftlock' | 'etcd' | 'baseline',
+  start: () => Promise<BenchCluster>,
+) {
+  const out = results[system];
+  {
+    bar.step(`${workload} ${system}`);
+    // A fresh cluster per workload: no workload inherits another's log, leases or failed-over leader.
+    const cluster = await start();
+    const progress = (fraction: number, note?: string) => bar.update(fraction, note);
+    try {
+      if (workload === 'W1') out.w1 = await runOwnNames(cluster, 1, seconds, progress);
+      if (workload === 'W2') out.w2 = await runOwnNames(cluster, manySessions, seconds, progress);
+      if (workload === 'W3') out.w3 = await runContention(cluster, manySessions, seconds, progress);
+      if (workload === 'W4') out.w4 = await runFailover(cluster, manySessions, kills, progress);
+    } finally {
+      await cluster.stop();
+    }
+  }
+}
+
+try {
+  for (const workload of cycleWorkloads) {
+    await runCycleWorkload(workload, 'raftlock', () => RaftlockCluster.start({ fsync }));
+    if (withEtcd) await runCycleWorkload(workload, 'etcd', () => EtcdCluster.start());
+    if (baselineMain !== undefined)
+      await runCycleWorkload(workload, 'baseline', () =>
+        RaftlockCluster.start({ fsync, cliMain: baselineMain }),
+      );
+  }
+  if (only.has('W5')) {
+    bar.step(`W5 raftlock (${w5Sessions.toLocaleString('en-US')} sessions)`);
+    const cluster = await RaftlockCluster.start({ fsync });
+    try {
+      results.raftlock.w5 = await runScale(cluster, w5Sessions, w5LocksPerSession, (f, note) =>
+        bar.update(f, note),
+      );
+    } finally {
+      await cluster.stop();
+    }
+  }
+} finally {
+  bar.finish();
+}
+
+// ---- the summary
+
+const r = results.raftlock;
+const e = results.etcd;
+const b = results.baseline;
+const rows: Row[] = [];
+function add(
+  workload: string,
+  measure: string,
+  better: Row['better'],
+  unit: string,
+  target: string,
+  pick: (results: SystemResults) => number | undefined,
+  met: (value: number) => boolean,
+): void {
+  const raftlock = pick(r) ?? null;
+  const etcd = pick(e) ?? null;
+  const before = pick(b) ?? null;
+  if (raftlock === null && etcd === null && before === null) return;
+  rows.push({
+    workload,
+    measure,
+    better,
+    unit,
+    target,
+    raftlock,
+    etcd,
+    before,
+    met: raftlock === null ? null : met(raftlock),
   });
 }
+add(
+  'W1',
+  'cycles/s',
+  'higher',
+  '',
+  '≥ 750',
+  (s) => s.w1?.cyclesPerSecond,
+  (v) => v >= 750,
+);
+add(
+  'W1',
+  'p50',
+  'lower',
+  'ms',
+  '≤ 1.5 ms',
+  (s) => s.w1?.p50Ms,
+  (v) => v <= 1.5,
+);
+add(
+  'W1',
+  'p99',
+  'lower',
+  'ms',
+  '—',
+  (s) => s.w1?.p99Ms,
+  () => true,
+);
+add(
+  'W2',
+  'cycles/s',
+  'higher',
+  '',
+  '≥ 20,000',
+  (s) => s.w2?.cyclesPerSecond,
+  (v) => v >= 20_000,
+);
+add(
+  'W2',
+  'p99',
+  'lower',
+  'ms',
+  '≤ 10 ms',
+  (s) => s.w2?.p99Ms,
+  (v) => v <= 10,
+);
+add(
+  'W3',
+  'handoffs/s',
+  'higher',
+  '',
+  '≥ 1,200',
+  (s) => s.w3?.handoffsPerSecond,
+  (v) => v >= 1_200,
+);
+add(
+  'W3',
+  'fairness max/min',
+  'lower',
+  '×',
+  '≤ 1.5',
+  (s) => s.w3?.fairness,
+  (v) => v <= 1.5,
+);
+add(
+  'W4',
+  'recovery p50',
+  'lower',
+  'ms',
+  '≤ 500 ms',
+  (s) => s.w4?.p50Ms,
+  (v) => v <= 500,
+);
+add(
+  'W4',
+  'recovery max',
+  'lower',
+  'ms',
+  '≤ 1,500 ms',
+  (s) => s.w4?.maxMs,
+  (v) => v <= 1_500,
+);
+const w5Locks = r.w5?.locks.toLocaleString('en-US') ?? '';
+add(
+  'W5',
+  `leader RSS, ${w5Locks} locks`,
+  'lower',
+  'MB',
+  '≤ 1,000 MB',
+  (s) => (s.w5 === undefined ? undefined : s.w5.leaderRssBytes / 1e6),
+  (v) => v <= 1_000,
+);
+add(
+  'W5',
+  'restart + catch-up',
+  'lower',
+  'ms',
+  '≤ 5,000 ms',
+  (s) => s.w5?.restartCatchUpMs,
+  (v) => v <= 5_000,
+);
 
-async function startCluster(): Promise<{ urls: string[]; stop: () => void }> {
-  const dir = mkdtempSync(join(tmpdir(), 'raftlock-bench-'));
-  const nodes = [];
-  for (let i = 1; i <= 3; i++) {
-    nodes.push({
-      id: `n${i}`,
-      url: `ws://127.0.0.1:${await freePort()}`,
-      peerUrl: `ws://127.0.0.1:${await freePort()}`,
-      dataDir: `n${i}`,
-    });
-  }
-  const file = join(dir, 'cluster.json');
-  writeFileSync(file, JSON.stringify({ clusterSecret: 'bench-secret-0123456789abcdef', nodes }));
-  const extra = ['--log-level', 'warn', ...(values['no-fsync'] ? ['--no-fsync'] : [])];
-  const children: ChildProcess[] = nodes.map((node) =>
-    spawn(process.execPath, nodeCommand(file, node.id, extra), { stdio: ['ignore', 'ignore', 'inherit'] }),
+const command = `npm run bench --${process.argv
+  .slice(2)
+  .map((arg) => ` ${arg}`)
+  .join('')}`;
+const machine = {
+  cpus: cpus().length,
+  cpuModel: cpus()[0]?.model ?? 'unknown',
+  memoryGiB: Math.round(totalmem() / 2 ** 30),
+  node: process.version,
+  etcd: etcdLabel,
+  loadAverageBefore: loadBefore.map((v) => Number(v.toFixed(2))),
+  loadAverageAfter: loadavg().map((v) => Number(v.toFixed(2))),
+};
+const summary = table(rows, withEtcd, baselineMain !== undefined);
+process.stdout.write(
+  `\nraftlock bench ${startedAt.toISOString()} — 3 nodes on loopback, fsync ${fsync ? 'on' : 'off'}, ` +
+    `${seconds} s per run, ${manySessions} sessions in W2–W4; one cycle = lock + unlock (2 commits)\n` +
+    `machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB, Node ${machine.node}` +
+    `${etcdLabel === null ? '' : `, ${etcdLabel}`}; load average before ${machine.loadAverageBefore.join(' ')}, ` +
+    `after ${machine.loadAverageAfter.join(' ')}\n\n${summary}\n`,
+);
+if (r.w4 !== undefined)
+  process.stdout.write(
+    `\nW4 raftlock recoveries (ms): ${r.w4.recoveryMs.map((v) => v.toFixed(0)).join(', ')}\n`,
   );
-  const urls = nodes.map((node) => node.url);
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const statuses = await Promise.all(urls.map((url) => fetchStatus(url, 500).catch(() => null)));
-    if (statuses.some((status) => status?.role === 'leader')) break;
-    if (Date.now() > deadline) throw new Error('no leader');
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return {
-    urls,
-    stop: () => {
-      for (const child of children) child.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
+if (e.w4 !== undefined)
+  process.stdout.write(`W4 etcd recoveries (ms): ${e.w4.recoveryMs.map((v) => v.toFixed(0)).join(', ')}\n`);
+if (b.w4 !== undefined)
+  process.stdout.write(`W4 before recoveries (ms): ${b.w4.recoveryMs.map((v) => v.toFixed(0)).join(', ')}\n`);
+
+writeFileSync(
+  jsonPath,
+  `${JSON.stringify(
+    {
+      command,
+      startedAt: startedAt.toISOString(),
+      machine,
+      options: {
+        short,
+        seconds,
+        kills,
+        sessions: manySessions,
+        fsync,
+        vs: withEtcd ? 'etcd' : null,
+        baseline: values.baseline ?? null,
+      },
+      results,
+      rows: rows.map((row) => ({ ...row, ratio: ratio(row) })),
     },
-  };
-}
-
-function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-async function run(urls: readonly string[], sessionCount: number, seconds: number): Promise<void> {
-  const sessions: Session[] = await Promise.all(
-    Array.from({ length: sessionCount }, () =>
-      connect({ servers: urls, principal: 'control', password: 'password' }),
-    ),
-  );
-  const latencies: number[] = [];
-  const endAt = performance.now() + seconds * 1000;
-  await Promise.all(
-    sessions.map(async (session, i) => {
-      const name = `bench-${sessionCount}-${i}`;
-      while (performance.now() < endAt) {
-        const start = performance.now();
-        const lock = await session.lock(name);
-        await lock.unlock();
-        latencies.push(performance.now() - start);
-      }
-    }),
-  );
-  await Promise.all(sessions.map((session) => session.close()));
-  latencies.sort((a, b) => a - b);
-  const rate = latencies.length / seconds;
-  console.log(
-    `sessions=${String(sessionCount).padStart(3)}  cycles/s=${rate.toFixed(0).padStart(6)}  ` +
-      `p50=${percentile(latencies, 50).toFixed(2)} ms  p99=${percentile(latencies, 99).toFixed(2)} ms  ` +
-      `cycles=${latencies.length}`,
-  );
-}
-
-const cluster = values.servers === undefined ? await startCluster() : null;
-const urls = cluster?.urls ?? values.servers!.split(',');
-try {
-  console.log(
-    `raftlock bench: 3-node cluster on loopback, fsync ${values['no-fsync'] ? 'off' : 'on'}, ` +
-      `${values.seconds}s per run; one cycle = lock + unlock (2 commits)`,
-  );
-  for (const count of values.sessions.split(',').map(Number)) await run(urls, count, Number(values.seconds));
-} finally {
-  cluster?.stop();
+    null,
+    2,
+  )}\n`,
+);
+process.stdout.write(`\nresults: ${jsonPath}\n`);
+if (chartPath !== undefined) {
+  const subtitle = `${command} — ${machine.cpus} cores, ${startedAt.toISOString().slice(0, 10)}; bar > 1× = raftlock ahead`;
+  writeFileSync(chartPath, chartSvg(rows, 'raftlock vs etcd, same machine, same run', subtitle));
+  process.stdout.write(`chart: ${chartPath}\n`);
 }
 process.exit(0);

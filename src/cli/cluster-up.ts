@@ -10,10 +10,15 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { InvalidArgumentError } from '../errors.ts';
+import { createCertificateAuthority, issueCertificate } from '../security/certs.ts';
+import { readUsersFile } from '../security/users.ts';
 import type { ClusterFile } from '../server/config.ts';
 import { fetchStatus, httpUrl } from './status.ts';
 
 export const clusterUsage = `raftlock cluster up [--nodes 3|5|7] [--base-port 7401] [--data-dir ./data] [--log-format json|text]
+                  [--users FILE] [--tls]
+  --users: users file (raftlock user add); default user control/password.
+  --tls: make a local CA and node certificates under <data-dir>/tls; clients use wss:// and trust tls/ca.pem.
   client ports: base port upwards; peer ports: base port + 100 upwards.
   Node options after "--" are passed to every \`raftlock start\` (e.g. -- --snapshot-every 100).`;
 
@@ -28,24 +33,58 @@ interface ClusterNode {
   readonly dataDir: string;
 }
 
-export function planCluster(count: number, basePort: number, previous: ClusterFile | null): ClusterFile {
+export function planCluster(
+  count: number,
+  basePort: number,
+  previous: ClusterFile | null,
+  security: { readonly usersFile?: string | undefined; readonly tls?: boolean } = {},
+): ClusterFile {
+  const tls = security.tls ?? previous?.tls !== undefined;
+  const scheme = tls ? 'wss' : 'ws';
   const nodes: ClusterNode[] = [];
   for (let i = 0; i < count; i++) {
     const id = `n${i + 1}`;
     nodes.push({
       id,
       pid: null,
-      url: `ws://127.0.0.1:${basePort + i}`,
-      peerUrl: `ws://127.0.0.1:${basePort + 100 + i}`,
+      url: `${scheme}://127.0.0.1:${basePort + i}`,
+      peerUrl: `${scheme}://127.0.0.1:${basePort + 100 + i}`,
       dataDir: id,
     });
   }
+  const usersFile = security.usersFile ?? previous?.usersFile;
   return {
     clusterId: previous?.clusterId ?? `local-${randomBytes(4).toString('hex')}`,
     clusterSecret: previous?.clusterSecret ?? randomBytes(32).toString('base64url'),
     ...(previous?.users === undefined ? {} : { users: previous.users }),
+    ...(previous?.roles === undefined ? {} : { roles: previous.roles }),
+    ...(usersFile === undefined ? {} : { usersFile }),
+    ...(tls ? { tls: { ca: 'tls/ca.pem', dir: 'tls' } } : {}),
     nodes,
   };
+}
+
+/** Writes a CA and one certificate per node under `<dataDir>/tls` (kept when already there). */
+export function ensureDevCertificates(dataDir: string, ids: readonly string[]): void {
+  const dir = join(dataDir, 'tls');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const caCert = join(dir, 'ca.pem');
+  const caKey = join(dir, 'ca-key.pem');
+  const ca = existsSync(caCert)
+    ? { certPem: readFileSync(caCert, 'utf8'), keyPem: readFileSync(caKey, 'utf8') }
+    : createCertificateAuthority(`raftlock dev CA ${randomBytes(3).toString('hex')}`);
+  writeFileSync(caCert, ca.certPem);
+  writeFileSync(caKey, ca.keyPem, { mode: 0o600 });
+  for (const id of ids) {
+    if (existsSync(join(dir, `${id}.pem`))) continue;
+    const issued = issueCertificate(ca, {
+      commonName: id,
+      dnsNames: ['localhost'],
+      ipAddresses: ['127.0.0.1', '::1'],
+    });
+    writeFileSync(join(dir, `${id}.pem`), issued.certPem);
+    writeFileSync(join(dir, `${id}-key.pem`), issued.keyPem, { mode: 0o600 });
+  }
 }
 
 /** The command line that runs one node of a cluster file (used by cluster up and the tests). */
@@ -64,6 +103,8 @@ export async function runClusterUp(argv: readonly string[]): Promise<number> {
       'base-port': { type: 'string', default: '7401' },
       'data-dir': { type: 'string', default: './data' },
       'log-format': { type: 'string', default: 'text' },
+      users: { type: 'string' },
+      tls: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -89,7 +130,17 @@ export async function runClusterUp(argv: readonly string[]): Promise<number> {
         `${file} describes ${old.nodes.length} nodes; remove it or use --nodes ${old.nodes.length}`,
       );
   }
-  const plan = planCluster(count, basePort, previous);
+  if (values.users !== undefined) readUsersFile(values.users); // fail now, not in every node
+  const plan = planCluster(count, basePort, previous, {
+    usersFile: values.users === undefined ? undefined : resolve(values.users),
+    tls: values.tls === true ? true : undefined,
+  });
+  if (plan.tls !== undefined)
+    ensureDevCertificates(
+      dataDir,
+      plan.nodes.map((node) => node.id),
+    );
+  const caPem = plan.tls === undefined ? undefined : readFileSync(join(dataDir, plan.tls.ca), 'utf8');
   const nodes = plan.nodes as ClusterNode[];
   const write = () =>
     writeFileSync(file, `${JSON.stringify({ ...plan, nodes }, null, 2)}\n`, { mode: 0o600 });
@@ -121,6 +172,7 @@ export async function runClusterUp(argv: readonly string[]): Promise<number> {
   const leader = await waitForLeader(
     nodes.map((node) => node.url),
     20_000,
+    caPem,
   );
   process.stdout.write(
     [
@@ -128,7 +180,10 @@ export async function runClusterUp(argv: readonly string[]): Promise<number> {
       `raftlock: local cluster of ${count} node${count === 1 ? '' : 's'} up (config ${file})`,
       ...nodes.map((node) => `  ${node.id}  ${node.url}   status ${httpUrl(node.url)}/status`),
       `  leader: ${leader ?? 'not elected yet'}`,
-      `  user: control / password     Ctrl-C stops the cluster`,
+      plan.usersFile === undefined
+        ? `  user: control / password     Ctrl-C stops the cluster`
+        : `  users: ${plan.usersFile}     Ctrl-C stops the cluster`,
+      ...(plan.tls === undefined ? [] : [`  TLS: clients trust ${join(dataDir, plan.tls.ca)} (option ca)`]),
       '',
     ].join('\n'),
   );
@@ -160,10 +215,14 @@ export async function runClusterUp(argv: readonly string[]): Promise<number> {
   return 0;
 }
 
-async function waitForLeader(urls: readonly string[], timeoutMs: number): Promise<string | null> {
+async function waitForLeader(
+  urls: readonly string[],
+  timeoutMs: number,
+  ca?: string,
+): Promise<string | null> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const statuses = await Promise.all(urls.map((url) => fetchStatus(url, 500).catch(() => null)));
+    const statuses = await Promise.all(urls.map((url) => fetchStatus(url, 500, ca).catch(() => null)));
     const leader = statuses.find((status) => status?.role === 'leader');
     if (leader !== undefined && leader !== null) return leader.id;
     await new Promise((done) => setTimeout(done, 200));

@@ -3,15 +3,24 @@
 import { isRaftlockError } from '../errors.ts';
 import { clusterUsage, runClusterUp } from './cluster-up.ts';
 import { exitCodeFor } from './exit-codes.ts';
+import { lockUsage, runLockExec } from './lock-exec.ts';
+import { locksUsage, runLocks } from './locks.ts';
 import { runStart, startUsage } from './start.ts';
 import { runStatus, statusUsage } from './status.ts';
+import { runUser, userUsage } from './user.ts';
 
 const usage = `usage:
   ${startUsage.split('\n').join('\n  ')}
 
   ${clusterUsage.split('\n').join('\n  ')}
 
-  ${statusUsage.split('\n').join('\n  ')}`;
+  ${statusUsage.split('\n').join('\n  ')}
+
+  ${lockUsage.split('\n').join('\n  ')}
+
+  ${locksUsage.split('\n').join('\n  ')}
+
+  ${userUsage.split('\n').join('\n  ')}`;
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -23,6 +32,12 @@ async function main(argv: readonly string[]): Promise<number> {
       break;
     case 'status':
       return runStatus(rest);
+    case 'user':
+      return runUser(rest);
+    case 'lock':
+      return runLockExec(rest);
+    case 'locks':
+      return runLocks(rest);
     case 'help':
     case '--help':
     case '-h':
@@ -39,7 +54,8 @@ main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
     // The server and cluster commands return only once everything is closed; exit promptly anyway.
-    if (argvCommand() !== 'start' && argvCommand() !== 'cluster') return;
+    // `lock` may leave a session it cannot reach still reconnecting; that must not hold the exit either.
+    if (!promptExit.has(argvCommand() ?? '')) return;
     setTimeout(() => process.exit(code), 100).unref();
   },
   (error: unknown) => {
@@ -50,6 +66,8 @@ main(process.argv.slice(2)).then(
     process.exit(exitCodeFor(error));
   },
 );
+
+const promptExit = new Set(['start', 'cluster', 'lock', 'locks']);
 
 function argvCommand(): string | undefined {
   return process.argv[2];

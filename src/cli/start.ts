@@ -1,5 +1,6 @@
 // `raftlock start`: run one node, from a cluster file (`--config FILE --node ID`) or entirely by flags.
 
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { InvalidArgumentError } from '../errors.ts';
 import {
@@ -22,7 +23,9 @@ raftlock start --id ID --listen HOST:PORT --peer-listen HOST:PORT --peers ID=HOS
                --cluster-secret SECRET (or env RAFTLOCK_CLUSTER_SECRET) [--client-urls ID=ws://HOST:PORT,…]
 
 options:
-  --users FILE                 {"users":[{"principal":…,"password":…}]}; default user control/password
+  --users FILE                 users, roles and scrypt password hashes (raftlock user add); default user control/password
+  --tls-cert FILE --tls-key FILE --tls-ca FILE
+                               PEM: serve wss:// to clients and use mutual TLS with peers (certificates signed by the CA)
   --cluster-id NAME            (flags mode) default raftlock
   --tick-ms N                  default ${nodeTimingDefaults.tickMs}
   --election-ticks N           default ${nodeTimingDefaults.electionTimeoutTicks}
@@ -47,6 +50,9 @@ const options = {
   'cluster-secret': { type: 'string' },
   'cluster-id': { type: 'string' },
   users: { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'tls-ca': { type: 'string' },
   'tick-ms': { type: 'string' },
   'election-ticks': { type: 'string' },
   'heartbeat-ticks': { type: 'string' },
@@ -99,6 +105,17 @@ export function parseStartArgs(argv: readonly string[]): {
   const reconnectionWindowMs = integer(values['reconnection-window-ms'], 'reconnection-window-ms');
   const users = values.users === undefined ? undefined : readUsersFile(values.users);
   const sync = values['no-fsync'] === true ? false : undefined;
+  const tlsFlags = [values['tls-cert'], values['tls-key'], values['tls-ca']];
+  if (tlsFlags.some((flag) => flag !== undefined) && !tlsFlags.every((flag) => flag !== undefined))
+    throw new InvalidArgumentError('TLS needs all three of --tls-cert, --tls-key and --tls-ca');
+  const tls =
+    values['tls-cert'] === undefined
+      ? undefined
+      : {
+          cert: readFileSync(values['tls-cert'], 'utf8'),
+          key: readFileSync(values['tls-key'] as string, 'utf8'),
+          ca: readFileSync(values['tls-ca'] as string, 'utf8'),
+        };
   const logFormat = (values['log-format'] ?? 'text') as LogFormat;
   if (logFormat !== 'json' && logFormat !== 'text')
     throw new InvalidArgumentError('--log-format must be json or text');
@@ -109,6 +126,7 @@ export function parseStartArgs(argv: readonly string[]): {
     const config = nodeConfigFromClusterFile(values.config, values.node, {
       dataDir: values['data-dir'],
       users,
+      tls,
       timing,
       reconnectionWindowMs,
       sync,
@@ -128,7 +146,11 @@ export function parseStartArgs(argv: readonly string[]): {
   const clientUrls = pairs(values['client-urls'], 'client-urls');
   for (const [peer, url] of clientUrls) parseWsUrl(url, `--client-urls ${peer}`);
   const members: MemberConfig[] = [
-    { id, url: clientUrls.get(id) ?? `ws://${listen.host}:${listen.port}`, peer: peerListen },
+    {
+      id,
+      url: clientUrls.get(id) ?? `${tls === undefined ? 'ws' : 'wss'}://${listen.host}:${listen.port}`,
+      peer: peerListen,
+    },
   ];
   for (const [peer, address] of pairs(values.peers, 'peers')) {
     members.push({
@@ -146,6 +168,7 @@ export function parseStartArgs(argv: readonly string[]): {
     listen,
     peerListen,
     users: users ?? defaultUsers,
+    tls,
     reconnectionWindowMs: reconnectionWindowMs ?? defaultReconnectionWindowMs,
     timing: { ...nodeTimingDefaults, ...timing },
     sync: sync ?? true,
@@ -163,6 +186,14 @@ export async function runStart(argv: readonly string[]): Promise<number> {
   const log = createLogger({ format: logFormat, level: logLevel, base: { node: config.id } });
   if (config.users === defaultUsers)
     log.warn({ event: 'default_users' }, 'no users file: accepting the default user control/password');
+  const plaintext = config.users.users.filter((user) => !user.password.startsWith('scrypt$'));
+  if (plaintext.length > 0 && config.users !== defaultUsers)
+    log.warn(
+      { event: 'plaintext_passwords', principals: plaintext.map((user) => user.principal) },
+      'users file holds plaintext passwords; store scrypt hashes (raftlock user add)',
+    );
+  if (config.tls === undefined && config.listen.host !== '127.0.0.1' && config.listen.host !== 'localhost')
+    log.warn({ event: 'tls_off' }, 'TLS is off: clients and peers talk in the clear (docs/security.md)');
   if (!config.sync)
     log.warn({ event: 'fsync_off' }, 'fsync is off: acknowledged writes may be lost on a crash');
   const server = await startServer(config, log, (error) => {

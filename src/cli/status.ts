@@ -1,11 +1,11 @@
 // `raftlock status`: each node's role, term, commit and applied index, leader, session and lock counts,
 // from its `GET /status`.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { get as httpsGet } from 'node:https';
 import { parseArgs } from 'node:util';
 import { UnavailableError } from '../errors.ts';
 import type { NodeStatus } from '../protocol.ts';
-import type { ClusterFile } from '../server/config.ts';
+import { defaultServers } from './client-options.ts';
 
 export const statusUsage = `raftlock status [--servers ws://HOST:PORT,…] [--json]
   default servers: ./data/cluster.json's nodes, else ws://127.0.0.1:7401-7403`;
@@ -14,19 +14,32 @@ export function httpUrl(wsUrl: string): string {
   return wsUrl.replace(/^ws(s?):\/\//, 'http$1://').replace(/\/+$/, '');
 }
 
-export async function fetchStatus(url: string, timeoutMs: number): Promise<NodeStatus> {
+/** `ca`: PEM to trust for a wss:// node (a dev cluster's CA); otherwise the system's (or NODE_EXTRA_CA_CERTS). */
+export async function fetchStatus(url: string, timeoutMs: number, ca?: string): Promise<NodeStatus> {
+  if (ca !== undefined && url.startsWith('wss://')) return fetchStatusTls(url, timeoutMs, ca);
   const response = await fetch(`${httpUrl(url)}/status`, { signal: AbortSignal.timeout(timeoutMs) });
   if (!response.ok) throw new UnavailableError(`${url}: HTTP ${response.status}`);
   return (await response.json()) as NodeStatus;
 }
 
-function defaultServers(): string[] {
-  const file = './data/cluster.json';
-  if (existsSync(file)) {
-    const cluster = JSON.parse(readFileSync(file, 'utf8')) as ClusterFile;
-    return cluster.nodes.map((node) => node.url);
-  }
-  return ['ws://127.0.0.1:7401', 'ws://127.0.0.1:7402', 'ws://127.0.0.1:7403'];
+function fetchStatusTls(url: string, timeoutMs: number, ca: string): Promise<NodeStatus> {
+  return new Promise((resolve, reject) => {
+    const request = httpsGet(`${httpUrl(url)}/status`, { ca, timeout: timeoutMs }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => {
+        if (response.statusCode !== 200) reject(new UnavailableError(`${url}: HTTP ${response.statusCode}`));
+        else
+          try {
+            resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as NodeStatus);
+          } catch (error) {
+            reject(new UnavailableError(`${url}: ${(error as Error).message}`));
+          }
+      });
+    });
+    request.on('timeout', () => request.destroy(new UnavailableError(`${url}: timed out`)));
+    request.on('error', (error) => reject(new UnavailableError(`${url}: ${error.message}`)));
+  });
 }
 
 export async function runStatus(argv: readonly string[]): Promise<number> {

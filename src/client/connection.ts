@@ -54,12 +54,16 @@ export function openConnection(
   url: string,
   hello: Omit<HelloFrame, 't' | 'v'>,
   timeoutMs: number,
+  /** Trusted CAs for wss:// (PEM); none or an empty list: the system's. */
+  ca?: string | Buffer | readonly (string | Buffer)[],
 ): Promise<OpenConnection> {
   return new Promise<OpenConnection>((resolve, reject) => {
+    const trusted = ca === undefined || (Array.isArray(ca) && ca.length === 0) ? undefined : ca;
     const ws = new WebSocket(url, {
       perMessageDeflate: false,
       handshakeTimeout: timeoutMs,
       maxPayload: 64 * 1024 * 1024,
+      ...(trusted === undefined ? {} : { ca: trusted as string | Buffer | (string | Buffer)[] }),
     });
     let settled = false;
     const timer = setTimeout(

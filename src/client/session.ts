@@ -51,6 +51,11 @@ export interface ConnectOptions {
   readonly connectDeadlineMs?: number;
   /** Subtracted from every isOwned() deadline, for clock drift and scheduling delays. Default 250. */
   readonly safetyMarginMs?: number;
+  /**
+   * For `wss://` servers: the certificate authorities (PEM) to trust instead of the system's, e.g. the
+   * `ca.pem` of a cluster started with `raftlock cluster up --tls`. Default: the system's CAs.
+   */
+  readonly ca?: string | Buffer | readonly (string | Buffer)[];
 }
 
 export interface LockOptions {
@@ -727,6 +732,7 @@ export class Session extends EventEmitter<SessionEvents> {
               session: { id: this.welcome.session.id, token: this.welcome.session.token },
             },
             this.options.connectTimeoutMs,
+            this.options.ca,
           );
           if (this.state !== 'reconnecting') {
             opened.ws.close();
@@ -836,6 +842,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     connectTimeoutMs: 2_000,
     connectDeadlineMs: 10_000,
     safetyMarginMs: 250,
+    ca: [],
     ...options,
   };
   const deadline = now() + full.connectDeadlineMs;
@@ -859,6 +866,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
               : { reconnectionWindowMs: options.reconnectionWindowMs }),
           },
           full.connectTimeoutMs,
+          full.ca,
         );
         return new Session(full, { ...opened, sentAtMs });
       } catch (error) {

@@ -12,6 +12,7 @@ import { Packr, Unpackr } from 'msgpackr';
 import { assert } from '../assert.ts';
 import { InvalidArgumentError, LimitExceededError, ProtocolError, RaftlockError } from '../errors.ts';
 import { entryBytesMax } from '../limits.ts';
+import type { Grants } from './permissions.ts';
 import type { Command, Entry, SessionLockScope } from './types.ts';
 import { SessionLockScope as Scope } from './types.ts';
 import { commandProblem, defaultLockTableLimits } from './validate.ts';
@@ -44,7 +45,14 @@ type Tuple = readonly unknown[];
 function commandToTuple(command: Command): Tuple {
   switch (command.type) {
     case 'openSession':
-      return [Op.openSession, command.principal, command.reconnectionWindowMs];
+      return command.grants === undefined
+        ? [Op.openSession, command.principal, command.reconnectionWindowMs]
+        : [
+            Op.openSession,
+            command.principal,
+            command.reconnectionWindowMs,
+            [command.grants.acquire, command.grants.read, command.grants.admin ? 1 : 0],
+          ];
     case 'reconnect':
       return [Op.reconnect, command.session, command.epoch];
     case 'connectionLost':
@@ -177,17 +185,28 @@ function arity(tuple: Tuple, lengths: readonly number[], i: number): void {
   }
 }
 
+/** `[acquirePatterns, readPatterns, admin 0|1]`; the values are checked by commandProblem. */
+function grantsFromTuple(value: unknown, i: number): Grants {
+  if (!Array.isArray(value) || value.length !== 3)
+    throw new ProtocolError(`command ${i}: grants must be a triple`);
+  const [acquire, read, admin] = value as unknown[];
+  if (!Array.isArray(acquire) || !Array.isArray(read) || (admin !== 0 && admin !== 1))
+    throw new ProtocolError(`command ${i}: grants have the wrong shape`);
+  return { acquire: acquire as string[], read: read as string[], admin: admin === 1 };
+}
+
 function commandFromTuple(value: unknown, i: number): Command {
   if (!Array.isArray(value) || value.length === 0)
     throw new ProtocolError(`command ${i} must be a non-empty array`);
   const t: Tuple = value;
   switch (t[0]) {
     case Op.openSession:
-      arity(t, [3], i);
+      arity(t, [3, 4], i);
       return {
         type: 'openSession',
         principal: field(t, 1, isString, 'principal', i),
         reconnectionWindowMs: field(t, 2, isNumber, 'reconnectionWindowMs', i),
+        grants: t.length === 4 ? grantsFromTuple(t[3], i) : undefined,
       };
     case Op.reconnect:
     case Op.connectionLost:

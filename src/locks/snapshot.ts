@@ -2,9 +2,12 @@
 // so that two replicas with the same state write the same bytes, and a restored table iterates — and
 // so behaves and snapshots — exactly like the original.
 //
-//   header    version, appliedIndex, nowMs, lastSequence, lastSessionId, sessionCount, lockCount
+//   header    version, appliedIndex, nowMs, lastSequence, lastSessionId, sessionCount, lockCount,
+//             grantCount (version 2)
+//   grants    (version 2) per distinct grant, in order of first use: acquire pattern count, patterns,
+//             read pattern count, patterns, admin 0|1
 //   sessions  per session (opening order): id, principal, reconnectionWindowMs, epoch, connected,
-//             connectionLostAtMs, requestNoMax
+//             connectionLostAtMs, requestNoMax, grant (version 2: 0 = every permission, k = grant k)
 //   locks     per lock (map order): name, owner id, sequence, scope code
 //   per session, same order:
 //             owned count, lock positions (grant order)
@@ -20,6 +23,7 @@
 import { Packr, Unpackr } from 'msgpackr';
 import { isErrorCode, ProtocolError } from '../errors.ts';
 import { answersInOrder, rememberAnswer, reserveAnswers } from './answers.ts';
+import { type Grants, grantPatternsMax, grantsProblem } from './permissions.ts';
 import {
   AcquireRequest,
   type DedupeValue,
@@ -33,7 +37,8 @@ import {
 import type { ErrorResult, UnlockedResult } from './types.ts';
 import { SessionLockScope } from './types.ts';
 
-export const snapshotFormatVersion = 1;
+/** Version 2 added the sessions' grants (S12); version 1 snapshots restore with every permission. */
+export const snapshotFormatVersion = 2;
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
@@ -60,6 +65,22 @@ function scopeCode(scope: SessionLockScope): number {
 
 /** `windowSize` is the table's dedupeResultsPerSessionMax; it decides which answers are still live. */
 export function writeSnapshot(state: TableState, windowSize: number): Uint8Array {
+  // Sessions of one principal share one grant: store each distinct grant once, in order of first use.
+  const grantRefs = new Map<Grants, number>();
+  const grantKeys = new Map<string, number>();
+  const grantList: Grants[] = [];
+  for (const session of state.sessions.values()) {
+    const grants = session.grants;
+    if (grants === null || grantRefs.has(grants)) continue;
+    const key = JSON.stringify([grants.acquire, grants.read, grants.admin]);
+    let ref = grantKeys.get(key);
+    if (ref === undefined) {
+      grantList.push(grants);
+      ref = grantList.length;
+      grantKeys.set(key, ref);
+    }
+    grantRefs.set(grants, ref);
+  }
   const out: unknown[] = [
     snapshotFormatVersion,
     state.appliedIndex,
@@ -68,7 +89,17 @@ export function writeSnapshot(state: TableState, windowSize: number): Uint8Array
     state.lastSessionId,
     state.sessions.size,
     state.locks.size,
+    grantList.length,
   ];
+  for (const grants of grantList) {
+    out.push(
+      grants.acquire.length,
+      ...grants.acquire,
+      grants.read.length,
+      ...grants.read,
+      grants.admin ? 1 : 0,
+    );
+  }
   for (const session of state.sessions.values()) {
     out.push(
       session.id,
@@ -78,6 +109,7 @@ export function writeSnapshot(state: TableState, windowSize: number): Uint8Array
       session.connected ? 1 : 0,
       session.connectionLostAtMs,
       session.requestNoMax,
+      session.grants === null ? 0 : (grantRefs.get(session.grants) as number),
     );
   }
   let position = 0;
@@ -141,6 +173,15 @@ class Reader {
     return value;
   }
 
+  /** A count then that many non-empty strings, the count at most `countMax`. */
+  strings(what: string, countMax: number): readonly string[] {
+    const count = this.count(`${what} count`, 1);
+    if (count > countMax) throw new ProtocolError(`snapshot: too many ${what}`);
+    const list: string[] = [];
+    for (let i = 0; i < count; i++) list.push(this.str(what));
+    return Object.freeze(list);
+  }
+
   scope(): SessionLockScope {
     return scopes[this.below('scope', scopes.length)] as SessionLockScope;
   }
@@ -168,24 +209,44 @@ export function readSnapshot(bytes: Uint8Array, windowSize: number): TableState 
   }
   if (!Array.isArray(raw)) throw new ProtocolError('snapshot must be an array');
   const r = new Reader(raw);
-  if (r.int('format version') !== snapshotFormatVersion)
+  const version = r.int('format version');
+  if (version !== 1 && version !== snapshotFormatVersion)
     throw new ProtocolError('unsupported snapshot format');
   const state = new TableState();
   state.appliedIndex = r.int('appliedIndex');
   state.nowMs = r.int('nowMs');
   state.lastSequence = r.int('lastSequence');
   state.lastSessionId = r.int('lastSessionId');
-  const sessionCount = r.count('session count', 7);
+  const sessionCount = r.count('session count', version === 1 ? 7 : 8);
   const lockCount = r.count('lock count', 4);
+  const grantList: Grants[] = [];
+  if (version >= 2) {
+    const grantCount = r.count('grant count', 3);
+    for (let i = 0; i < grantCount; i++) {
+      const acquire = r.strings('acquire patterns', grantPatternsMax);
+      const read = r.strings('read patterns', grantPatternsMax);
+      const grants: Grants = Object.freeze({ acquire, read, admin: r.below('admin', 2) === 1 });
+      if (grantsProblem(grants) !== null) throw new ProtocolError('snapshot: invalid grant');
+      grantList.push(grants);
+    }
+  }
 
   const sessions = new Array<SessionState>(sessionCount);
   for (let i = 0; i < sessionCount; i++) {
     const id = r.int('session id', 1);
-    const session = new SessionState(id, r.str('principal'), r.int('reconnectionWindowMs'));
-    session.epoch = r.int('epoch');
-    session.connected = r.below('connected', 2) === 1;
-    session.connectionLostAtMs = r.int('connectionLostAtMs', -1);
-    session.requestNoMax = r.int('requestNoMax');
+    const principal = r.str('principal');
+    const reconnectionWindowMs = r.int('reconnectionWindowMs');
+    const epoch = r.int('epoch');
+    const connected = r.below('connected', 2) === 1;
+    const connectionLostAtMs = r.int('connectionLostAtMs', -1);
+    const requestNoMax = r.int('requestNoMax');
+    const grantRef = version === 1 ? 0 : r.below('grant', grantList.length + 1);
+    const grants = grantRef === 0 ? null : (grantList[grantRef - 1] as Grants);
+    const session = new SessionState(id, principal, reconnectionWindowMs, grants);
+    session.epoch = epoch;
+    session.connected = connected;
+    session.connectionLostAtMs = connectionLostAtMs;
+    session.requestNoMax = requestNoMax;
     state.sessions.set(id, session);
     if (state.sessions.size !== i + 1) throw new ProtocolError('snapshot: duplicate session');
     sessions[i] = session;

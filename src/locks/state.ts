@@ -7,6 +7,7 @@
 // Map that is never iterated (lookups only), so its order does not matter.
 
 import { DeadlineHeap, type DeadlineItem } from './deadline-heap.ts';
+import type { Grants } from './permissions.ts';
 import type { ErrorResult, UnlockedResult } from './types.ts';
 import { SessionLockScope } from './types.ts';
 
@@ -45,6 +46,8 @@ export class SessionState {
     readonly id: number,
     readonly principal: string,
     readonly reconnectionWindowMs: number,
+    /** What the session may do (S12, S15); null: everything. Fixed when the session opens. */
+    readonly grants: Grants | null = null,
   ) {}
 
   /** This session's place in lock queues by name, in the order it started waiting. */

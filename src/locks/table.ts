@@ -10,6 +10,7 @@ import type { ErrorCode } from '../errors.ts';
 import { ProtocolError } from '../errors.ts';
 import { listLocksMax } from '../limits.ts';
 import { findAnswer, rememberAnswer } from './answers.ts';
+import { anyMatches, type Grants } from './permissions.ts';
 import { readSnapshot, writeSnapshot } from './snapshot.ts';
 import {
   AcquireRequest,
@@ -188,7 +189,7 @@ export class LockTable {
       case 'cancel':
         return this.cancel(command);
       case 'openSession':
-        return this.openSession(command.principal, command.reconnectionWindowMs);
+        return this.openSession(command.principal, command.reconnectionWindowMs, command.grants ?? null);
       case 'reconnect':
         return this.reconnect(command.session, command.epoch);
       case 'connectionLost':
@@ -220,13 +221,13 @@ export class LockTable {
       : errorResult('SESSION_NOT_FOUND', `session ${id} does not exist`);
   }
 
-  private openSession(principal: string, reconnectionWindowMs: number): Result {
+  private openSession(principal: string, reconnectionWindowMs: number, grants: Grants | null): Result {
     const state = this.state;
     if (state.sessions.size >= this.limits.sessionsMax) {
       return errorResult('LIMIT_EXCEEDED', `${this.limits.sessionsMax} sessions are open already`);
     }
     const id = ++state.lastSessionId;
-    state.sessions.set(id, new SessionState(id, principal, reconnectionWindowMs));
+    state.sessions.set(id, new SessionState(id, principal, reconnectionWindowMs, grants));
     return { kind: 'opened', session: id };
   }
 
@@ -270,6 +271,16 @@ export class LockTable {
       if (prior instanceof AcquireRequest) return { kind: 'waiting', name: prior.name };
       if (prior.kind === 'unlocked') return this.reusedRequestNo(requestNo);
       return prior;
+    }
+    // S12: decided here, at apply, from the grants the session was opened with — the same on every
+    // replica, whichever node forwarded or proposed the command. A denial changes nothing but the
+    // session's dedupe window, so a retry gets the same answer.
+    if (session.grants !== null && !anyMatches(session.grants.acquire, name)) {
+      return this.remember(
+        session,
+        requestNo,
+        errorResult('PERMISSION_DENIED', `principal ${session.principal} may not acquire this lock`),
+      );
     }
 
     const scope = command.scope;
@@ -626,6 +637,7 @@ export class LockTable {
       id: session.id,
       principal: session.principal,
       reconnectionWindowMs: session.reconnectionWindowMs,
+      grants: session.grants,
       connectionEpoch: session.epoch,
       connected: session.connected,
       connectionLostAtMs: session.connected ? null : session.connectionLostAtMs,

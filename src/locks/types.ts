@@ -2,6 +2,7 @@
 // the effects (grants, releases, notices) the node turns into messages for clients. All plain data.
 
 import type { ErrorCode } from '../errors.ts';
+import type { Grants } from './permissions.ts';
 
 /** When a lock is released without an unlock (S5). Names and values follow Diffusion's API. */
 export const SessionLockScope = {
@@ -20,6 +21,12 @@ export interface OpenSessionCommand {
   readonly type: 'openSession';
   readonly principal: string;
   readonly reconnectionWindowMs: number;
+  /**
+   * What the principal may do (S12, S15), fixed for the session's life and checked when its commands
+   * apply. Absent: every permission (sessions opened before permissions existed, and embedders without
+   * a users file).
+   */
+  readonly grants?: Grants | undefined;
 }
 
 /** The session's client is now on a connection with `epoch`, newer than any before (S11). */
@@ -229,6 +236,8 @@ export interface SessionInfo {
   readonly id: SessionId;
   readonly principal: string;
   readonly reconnectionWindowMs: number;
+  /** Null: every permission. */
+  readonly grants: Grants | null;
   readonly connectionEpoch: number;
   readonly connected: boolean;
   /** Leader time of the connectionLost that disconnected it; null while connected. */

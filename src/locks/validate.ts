@@ -12,6 +12,7 @@ import {
   sessionsMax,
   waitersPerLockMax,
 } from '../limits.ts';
+import { grantsProblem } from './permissions.ts';
 import type { Command } from './types.ts';
 import { SessionLockScope } from './types.ts';
 
@@ -101,7 +102,8 @@ export function commandProblem(command: Command, limits: LockTableLimits): strin
         (isCount(command.reconnectionWindowMs) &&
         command.reconnectionWindowMs <= limits.reconnectionWindowMsMax
           ? null
-          : `reconnectionWindowMs must be an integer from 0 to ${limits.reconnectionWindowMsMax}`)
+          : `reconnectionWindowMs must be an integer from 0 to ${limits.reconnectionWindowMsMax}`) ??
+        (command.grants === undefined ? null : grantsProblem(command.grants))
       );
     case 'reconnect':
     case 'connectionLost':

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { InvalidArgumentError } from '../errors.ts';
 import type { NodeId } from '../raft/index.ts';
+import { checkUsersFile, defaultUsersFile, readUsersFile, type UsersFile } from '../security/users.ts';
 import type { PeerAddress } from '../transport/peer-transport.ts';
 import { type NodeTiming, nodeTimingDefaults } from './node.ts';
 
@@ -25,21 +26,42 @@ export interface NodeConfig {
   /** Client port (WebSocket + HTTP). */
   readonly listen: PeerAddress;
   readonly peerListen: PeerAddress;
-  readonly users: ReadonlyMap<string, string>;
+  /** Principals, roles and password hashes (docs/security.md). */
+  readonly users: UsersFile;
+  /** PEM files: `cert`/`key` serve wss:// to clients and identify the node to peers (mutual TLS, `ca`). */
+  readonly tls?: TlsFiles | undefined;
   readonly reconnectionWindowMs: number;
   readonly timing: NodeTiming;
   /** fsync every write batch; off only for throwaway benchmarks (it gives up C3). */
   readonly sync: boolean;
 }
 
-export const defaultUsers: ReadonlyMap<string, string> = new Map([['control', 'password']]);
+export interface TlsFiles {
+  /** The CA that signed every node's certificate: peers must present a certificate it signed. */
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+}
+
+/** No users file: `control` / `password` with every permission (the local cluster works out of the box). */
+export const defaultUsers: UsersFile = defaultUsersFile;
+export { readUsersFile };
 export const defaultReconnectionWindowMs = 30_000;
 
 /** The file `raftlock cluster up` writes and `raftlock start --config` reads. */
 export interface ClusterFile {
   readonly clusterId?: string;
   readonly clusterSecret: string;
-  readonly users?: readonly { readonly principal: string; readonly password: string }[];
+  /** Inline users (`{principal, password, roles?}`), or `usersFile`: a users file, relative to this file. */
+  readonly users?: readonly {
+    readonly principal: string;
+    readonly password: string;
+    readonly roles?: readonly string[];
+  }[];
+  readonly roles?: UsersFile['roles'];
+  readonly usersFile?: string;
+  /** PEM paths relative to this file: the CA, and each node's `<dir>/<id>.pem` / `<dir>/<id>-key.pem`. */
+  readonly tls?: { readonly ca: string; readonly dir: string };
   readonly timing?: Partial<NodeTiming> & { readonly reconnectionWindowMs?: number };
   readonly nodes: readonly {
     readonly id: string;
@@ -71,21 +93,6 @@ export function parseWsUrl(text: string, what: string): PeerAddress {
   return { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 80) };
 }
 
-export function readUsersFile(path: string): Map<string, string> {
-  const raw = JSON.parse(readFileSync(path, 'utf8')) as unknown;
-  const list = (raw as { users?: unknown }).users;
-  if (!Array.isArray(list))
-    throw new InvalidArgumentError(`${path}: expected {"users":[{principal,password}]}`);
-  const users = new Map<string, string>();
-  for (const user of list) {
-    const { principal, password } = (user ?? {}) as { principal?: unknown; password?: unknown };
-    if (typeof principal !== 'string' || principal.length === 0 || typeof password !== 'string')
-      throw new InvalidArgumentError(`${path}: every user needs a principal and a password`);
-    users.set(principal, password);
-  }
-  return users;
-}
-
 export function readClusterFile(path: string): ClusterFile {
   let raw: unknown;
   try {
@@ -103,7 +110,8 @@ export function readClusterFile(path: string): ClusterFile {
 
 export interface NodeConfigOverrides {
   readonly dataDir?: string | undefined;
-  readonly users?: ReadonlyMap<string, string> | undefined;
+  readonly users?: UsersFile | undefined;
+  readonly tls?: TlsFiles | undefined;
   readonly timing?: Partial<NodeTiming> | undefined;
   readonly reconnectionWindowMs?: number | undefined;
   readonly sync?: boolean | undefined;
@@ -131,9 +139,20 @@ export function nodeConfigFromClusterFile(
         : join(base, me.dataDir));
   const users =
     overrides.users ??
-    (file.users === undefined
-      ? defaultUsers
-      : new Map(file.users.map((user) => [user.principal, user.password])));
+    (file.usersFile !== undefined
+      ? readUsersFile(isAbsolute(file.usersFile) ? file.usersFile : join(base, file.usersFile))
+      : file.users === undefined
+        ? defaultUsers
+        : checkUsersFile({ roles: file.roles, users: file.users }, `${path}: users`));
+  const tls =
+    overrides.tls ??
+    (file.tls === undefined
+      ? undefined
+      : {
+          ca: readFileSync(join(base, file.tls.ca), 'utf8'),
+          cert: readFileSync(join(base, file.tls.dir, `${id}.pem`), 'utf8'),
+          key: readFileSync(join(base, file.tls.dir, `${id}-key.pem`), 'utf8'),
+        });
   const { reconnectionWindowMs: fileWindow, ...fileTiming } = file.timing ?? {};
   return checkNodeConfig({
     id,
@@ -148,6 +167,7 @@ export function nodeConfigFromClusterFile(
     listen: parseWsUrl(me.url, `node ${id} url`),
     peerListen: parseWsUrl(me.peerUrl, `node ${id} peerUrl`),
     users,
+    tls,
     reconnectionWindowMs: overrides.reconnectionWindowMs ?? fileWindow ?? defaultReconnectionWindowMs,
     timing: { ...nodeTimingDefaults, ...fileTiming, ...overrides.timing },
     sync: overrides.sync ?? true,
@@ -162,7 +182,7 @@ export function checkNodeConfig(config: NodeConfig): NodeConfig {
     throw new InvalidArgumentError(`a cluster has 1, 3, 5 or 7 voters, not ${config.members.length}`);
   if (Buffer.byteLength(config.clusterSecret) < 16)
     throw new InvalidArgumentError('the cluster secret must be at least 16 bytes');
-  if (config.users.size === 0) throw new InvalidArgumentError('at least one user is needed');
+  if (config.users.users.length === 0) throw new InvalidArgumentError('at least one user is needed');
   const timing = config.timing;
   for (const [name, value] of Object.entries(timing)) {
     if (!Number.isSafeInteger(value) || value < (name === 'snapshotKeepEntries' ? 0 : 1))

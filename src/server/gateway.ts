@@ -9,6 +9,7 @@
 
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { Packr, Unpackr } from 'msgpackr';
 import { type RawData, WebSocket, WebSocketServer } from 'ws';
@@ -17,12 +18,15 @@ import {
   AuthenticationFailedError,
   type ErrorCode,
   InvalidArgumentError,
+  LimitExceededError,
   NotLeaderError,
   ProtocolError,
   type RaftlockError,
+  UnavailableError,
 } from '../errors.ts';
 import { reconnectionWindowMsMax } from '../limits.ts';
 import type { Command, Effect, Entry, Result, WaitEndReason } from '../locks/index.ts';
+import { coversPrefix, type Grants } from '../locks/permissions.ts';
 import {
   ClientCloseCode,
   clientProtocolVersion,
@@ -34,6 +38,10 @@ import {
   type ServerFrame,
   type WireError,
 } from '../protocol.ts';
+import { clientFrameShape, unpackUntrusted } from '../security/msgpack-guard.ts';
+import { LoginThrottle, TokenBucket } from '../security/throttle.ts';
+import type { UserDirectory } from '../security/users.ts';
+import { nodeClock } from './clock.ts';
 import { serverLimits } from './limits.ts';
 import type { Logger } from './log.ts';
 import type { Outcome, RaftlockNode } from './node.ts';
@@ -46,29 +54,41 @@ export interface GatewayOptions {
   readonly listen: { readonly host: string; readonly port: number };
   /** Client URL of every member, for leader hints. */
   readonly memberUrls: ReadonlyMap<string, string>;
-  /** principal → password. */
-  readonly users: ReadonlyMap<string, string>;
+  /** Who may log in, and with which permissions (S12, S15). */
+  readonly users: UserDirectory;
+  /** Serve `wss://` and `https://` with this certificate (PEM) instead of plain ws/http. */
+  readonly tls?: { readonly cert: string | Buffer; readonly key: string | Buffer } | undefined;
   readonly reconnectionWindowMs: number;
   readonly log: Logger;
 }
 
-type ConnectionState = 'hello' | 'opening' | 'open' | 'closed';
+type ConnectionState = 'hello' | 'authenticating' | 'opening' | 'open' | 'closed';
 
 class ClientConnection {
   state: ConnectionState = 'hello';
   session = 0;
   epoch = 0;
   principal = '';
+  /** The session's permissions as the lock table holds them (null: every permission). */
+  grants: Grants | null = null;
   inFlight = 0;
   lastHeardMs: number;
   helloTimer: NodeJS.Timeout | null = null;
+  /** C7: frames per second this connection may send. */
+  readonly frames: TokenBucket;
 
   constructor(
     readonly ws: WebSocket,
     readonly remote: string,
+    readonly remoteHost: string,
     nowMs: number,
   ) {
     this.lastHeardMs = nowMs;
+    this.frames = new TokenBucket(
+      serverLimits.clientFramesPerSecondMax,
+      serverLimits.clientFramesBurstMax,
+      nowMs,
+    );
   }
 }
 
@@ -90,7 +110,11 @@ export class Gateway {
   private readonly unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
   private readonly connections = new Set<ClientConnection>();
   private readonly bySession = new Map<number, ClientConnection>();
-  private readonly users: ReadonlyMap<string, Buffer>;
+  private readonly users: UserDirectory;
+  private readonly logins = new LoginThrottle({
+    baseDelayMs: serverLimits.loginFailureDelayBaseMs,
+    maxDelayMs: serverLimits.loginFailureDelayMaxMs,
+  });
   private watchdog: NodeJS.Timeout | null = null;
   private httpRequests = 0;
   private closing = false;
@@ -99,8 +123,18 @@ export class Gateway {
     this.options = options;
     this.node = options.node;
     this.log = options.log;
-    this.users = new Map([...options.users].map(([principal, password]) => [principal, digest(password)]));
-    this.http = createServer((request, response) => this.onHttp(request, response));
+    this.users = options.users;
+    const onHttp = (request: IncomingMessage, response: ServerResponse) => this.onHttp(request, response);
+    this.http =
+      options.tls === undefined
+        ? createServer(onHttp)
+        : createTlsServer({ cert: options.tls.cert, key: options.tls.key, minVersion: 'TLSv1.2' }, onHttp);
+    this.http.on('tlsClientError', (error: Error, socket: { remoteAddress?: string }) =>
+      this.log.info(
+        { event: 'client_tls_error', remote: socket.remoteAddress, err: error.message },
+        'client TLS handshake failed',
+      ),
+    );
     this.wss = new WebSocketServer({
       noServer: true,
       perMessageDeflate: false,
@@ -153,6 +187,11 @@ export class Gateway {
 
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  /** Failed logins since start (C7: counted, and each answered only after a growing delay). */
+  get loginFailures(): number {
+    return this.logins.failures;
   }
 
   // ---------------------------------------------------------------- HTTP
@@ -222,8 +261,9 @@ export class Gateway {
   }
 
   private onConnection(ws: WebSocket, request: IncomingMessage): void {
-    const remote = `${request.socket.remoteAddress ?? '?'}:${request.socket.remotePort ?? '?'}`;
-    const connection = new ClientConnection(ws, remote, Date.now());
+    const remoteHost = request.socket.remoteAddress ?? '?';
+    const remote = `${remoteHost}:${request.socket.remotePort ?? '?'}`;
+    const connection = new ClientConnection(ws, remote, remoteHost, nodeClock.now());
     this.connections.add(connection);
     connection.helloTimer = setTimeout(
       () => this.fail(connection, ClientCloseCode.helloTimeout, new ProtocolError('no hello in time')),
@@ -240,7 +280,16 @@ export class Gateway {
 
   private onFrame(connection: ClientConnection, data: RawData, isBinary: boolean): void {
     if (connection.state === 'closed') return;
-    connection.lastHeardMs = Date.now();
+    const nowMs = nodeClock.now();
+    if (!connection.frames.take(nowMs)) {
+      this.fail(
+        connection,
+        ClientCloseCode.overloaded,
+        new LimitExceededError(`more than ${serverLimits.clientFramesPerSecondMax} frames per second`),
+      );
+      return;
+    }
+    connection.lastHeardMs = nowMs;
     if (connection.state === 'open') this.node.touchSession(connection.session);
     if (!isBinary) {
       this.fail(connection, ClientCloseCode.protocolError, new ProtocolError('frames must be binary'));
@@ -248,9 +297,10 @@ export class Gateway {
     }
     let value: unknown;
     try {
-      value = this.unpackr.unpack(toBuffer(data));
-    } catch {
-      this.fail(connection, ClientCloseCode.protocolError, new ProtocolError('frame is not msgpack'));
+      // C7: depth, value count and every declared length are checked before msgpackr allocates.
+      value = unpackUntrusted(this.unpackr, toBuffer(data), clientFrameShape);
+    } catch (error) {
+      this.fail(connection, ClientCloseCode.protocolError, error as RaftlockError);
       return;
     }
     const parsed = parseClientFrame(value);
@@ -289,18 +339,50 @@ export class Gateway {
       );
       return;
     }
-    if (!this.authenticate(hello.principal, hello.password)) {
-      this.log.info(
-        { event: 'client_auth_failed', remote: connection.remote, principal: hello.principal },
-        'authentication failed',
-      );
-      this.fail(
-        connection,
-        ClientCloseCode.authenticationFailed,
-        new AuthenticationFailedError('unknown principal or wrong password'),
-      );
-      return;
-    }
+    // Frames that arrive while the password is checked close the socket (request before welcome).
+    connection.state = 'authenticating';
+    this.users.authenticate(hello.principal, hello.password).then(
+      (auth) => {
+        if (connection.state !== 'authenticating') return;
+        if (auth.ok) {
+          this.logins.succeed(connection.remoteHost);
+          this.afterLogin(connection, hello, auth.grants);
+          return;
+        }
+        if (auth.reason === 'busy') {
+          this.fail(connection, ClientCloseCode.overloaded, new UnavailableError('too many logins at once'));
+          return;
+        }
+        // C7: a failure is counted and answered late, later with every failure from the same address.
+        const delayMs = this.logins.fail(connection.remoteHost, nodeClock.now());
+        this.log.warn(
+          {
+            event: 'client_auth_failed',
+            remote: connection.remote,
+            principal: hello.principal,
+            failures: this.logins.failuresOf(connection.remoteHost, nodeClock.now()),
+            delayMs,
+          },
+          'authentication failed',
+        );
+        setTimeout(
+          () =>
+            this.fail(
+              connection,
+              ClientCloseCode.authenticationFailed,
+              new AuthenticationFailedError('unknown principal or wrong password'),
+            ),
+          delayMs,
+        ).unref();
+      },
+      (error: unknown) => {
+        this.log.error({ event: 'client_auth_error', err: String(error) }, 'password check failed');
+        this.fail(connection, ClientCloseCode.overloaded, new UnavailableError('password check failed'));
+      },
+    );
+  }
+
+  private afterLogin(connection: ClientConnection, hello: HelloFrame, grants: Grants): void {
     connection.state = 'opening';
     connection.principal = hello.principal;
     if (hello.session === undefined) {
@@ -314,7 +396,7 @@ export class Gateway {
         return;
       }
       this.node.submit(
-        { type: 'openSession', principal: hello.principal, reconnectionWindowMs: window },
+        { type: 'openSession', principal: hello.principal, reconnectionWindowMs: window, grants },
         (outcome) => {
           if (!outcome.ok) return this.failOutcome(connection, outcome.error);
           if (outcome.result.kind !== 'opened') return this.failResult(connection, outcome.result);
@@ -376,11 +458,12 @@ export class Gateway {
     connection.state = 'open';
     connection.session = session;
     connection.epoch = epoch;
-    connection.lastHeardMs = Date.now();
+    connection.lastHeardMs = nodeClock.now();
     this.bySession.set(session, connection);
     this.node.touchSession(session);
     const info = this.node.lockTable.getSession(session);
     assert(info !== null, `gateway: session ${session} vanished while being welcomed`);
+    connection.grants = info.grants;
     this.send(connection, {
       t: 'welcome',
       v: clientProtocolVersion,
@@ -419,9 +502,24 @@ export class Gateway {
         );
         return;
       case 'status':
+        if (connection.grants !== null && !connection.grants.admin) {
+          this.respondError(connection, frame.id, {
+            code: 'PERMISSION_DENIED',
+            message: `principal ${connection.principal} lacks the admin permission`,
+          });
+          return;
+        }
         this.respond(connection, frame.id, { kind: 'status', status: this.status() });
         return;
       case 'locks':
+        // S15: the session's read patterns must cover every name the listing could return.
+        if (connection.grants !== null && !coversPrefix(connection.grants.read, frame.prefix ?? '')) {
+          this.respondError(connection, frame.id, {
+            code: 'PERMISSION_DENIED',
+            message: `principal ${connection.principal} may not read locks with prefix ${JSON.stringify(frame.prefix ?? '')}`,
+          });
+          return;
+        }
         this.track(connection, frame.id, (done, failed) =>
           this.node.readBarrier().then(
             () =>
@@ -438,7 +536,7 @@ export class Gateway {
         );
         return;
       case 'lock': {
-        const deadlineMs = frame.timeoutMs === undefined ? undefined : Date.now() + frame.timeoutMs;
+        const deadlineMs = frame.timeoutMs === undefined ? undefined : nodeClock.now() + frame.timeoutMs;
         this.propose(connection, frame.id, {
           type: 'acquire',
           session,
@@ -543,6 +641,7 @@ export class Gateway {
   private send(connection: ClientConnection, frame: ServerFrame): void {
     const ws = connection.ws;
     if (ws.readyState !== WebSocket.OPEN) return;
+    corkUntilTickEnds(ws);
     ws.send(this.packr.pack(frame));
     if (ws.bufferedAmount > serverLimits.clientSocketBufferedBytesMax) {
       this.log.warn({ event: 'client_slow', remote: connection.remote }, 'client too slow; closing');
@@ -634,7 +733,7 @@ export class Gateway {
   }
 
   private checkIdle(): void {
-    const nowMs = Date.now();
+    const nowMs = nodeClock.now();
     const timeoutMs = this.node.timing.connectionTimeoutMs;
     for (const connection of [...this.connections]) {
       if (connection.state !== 'open' || nowMs - connection.lastHeardMs < timeoutMs) continue;
@@ -648,13 +747,6 @@ export class Gateway {
   }
 
   // ---------------------------------------------------------------- auth
-
-  private authenticate(principal: string, password: string): boolean {
-    const expected = this.users.get(principal);
-    // Compare digests in constant time; an unknown principal costs the same as a wrong password.
-    const given = digest(password);
-    return timingSafeEqual(given, expected ?? digest(`\0unknown\0${password}`)) && expected !== undefined;
-  }
 
   /** A session's reconnect token: only members of the cluster (holders of its secret) can mint one. */
   private sessionToken(id: number): string {
@@ -745,4 +837,22 @@ function sendJson(response: ServerResponse, status: number, body: unknown): void
   const text = JSON.stringify(body);
   response.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
   response.end(text);
+}
+
+const corkedSockets = new WeakSet<Duplex>();
+
+/**
+ * Frames sent to one client while an entry applies (a grant notice and the answer to the request) leave
+ * in one write: one syscall and one wake-up of the client instead of several. ws has no cork of its own,
+ * so its socket is corked until the current tick's work is done.
+ */
+function corkUntilTickEnds(ws: WebSocket): void {
+  const socket = (ws as unknown as { _socket?: Duplex | null })._socket;
+  if (socket === undefined || socket === null || corkedSockets.has(socket)) return;
+  corkedSockets.add(socket);
+  socket.cork();
+  process.nextTick(() => {
+    corkedSockets.delete(socket);
+    socket.uncork();
+  });
 }

@@ -9,6 +9,7 @@ import {
   principalBytesMax,
   requestsInFlightPerSessionMax,
 } from '../limits.ts';
+import { grantEncodedBytesMax } from '../locks/permissions.ts';
 import { clientFrameBytesMax } from '../protocol.ts';
 import { transportLimits } from '../transport/limits.ts';
 
@@ -25,8 +26,16 @@ export const serverLimits = {
   clientFrameBytesMax,
   /** A connection whose outbound buffer passes this is closed: notices are never dropped silently. */
   clientSocketBufferedBytesMax: 16 * 1024 * 1024,
-  /** A socket that has not sent a valid hello within this is closed. */
+  /** A socket that has not been welcomed within this is closed (C7: unauthenticated sockets go). */
   helloTimeoutMs: 5_000,
+  /** C7: frames one client connection may send per second, sustained; beyond, close 4008. */
+  clientFramesPerSecondMax: 20_000,
+  /** C7: frames one client connection may send in a burst. */
+  clientFramesBurstMax: 40_000,
+  /** C7: the answer to a failed login waits this long, doubled with each failure from the same address… */
+  loginFailureDelayBaseMs: 250,
+  /** …up to this. */
+  loginFailureDelayMaxMs: 4_000,
   /** Liveness proposals (connectionLost, expireSession) per leader check. */
   livenessProposalsPerCheckMax: 1_000,
   /** A liveness proposal not applied within this is proposed again. */
@@ -62,14 +71,23 @@ assert(
   'server limits: a connection may not have more requests in flight than the dedupe window covers',
 );
 assert(
+  serverLimits.loginFailureDelayMaxMs < serverLimits.helloTimeoutMs &&
+    serverLimits.loginFailureDelayBaseMs <= serverLimits.loginFailureDelayMaxMs,
+  'server limits: a delayed login failure must be answered before the hello timeout closes the socket',
+);
+assert(
+  serverLimits.clientFramesBurstMax >= serverLimits.requestsInFlightPerConnectionMax,
+  'server limits: a client must be able to send a full window of requests at once',
+);
+assert(
   serverLimits.forwardCommandsPendingMax <= serverLimits.proposalCommandsPendingMax,
   'server limits: a leader must be able to queue everything one follower may forward',
 );
 assert(
   serverLimits.forwardBatchCommandsMax *
-    (Math.max(lockNameBytesMax, principalBytesMax) + commandOverheadBytesMax + 9) <=
+    (Math.max(lockNameBytesMax, principalBytesMax + grantEncodedBytesMax) + commandOverheadBytesMax + 9) <=
     transportLimits.appBodyBytesMax,
-  'server limits: a full forward batch must fit in one app message body',
+  'server limits: a full forward batch (openSession commands with grants included) must fit in one app message body',
 );
 assert(
   9 * 2 * (serverLimits.clientConnectionsMax + serverLimits.livenessLostPerReportMax) + 64 <=

@@ -4,7 +4,10 @@
 // Ready contract (src/raft/types.ts), followed to the letter: messagesEarly at once; snapshot + entries +
 // hard state in one storage.persist (one fsync, group-committed with whatever else is queued); then the
 // messages; then restore/apply; then advance(). One Ready at a time; while it is on disk the core keeps
-// being ticked and stepped and proposals pile up in it, so the next Ready carries them all (group commit).
+// being ticked and stepped, and client commands wait in the node, so the next Ready carries them all
+// (group commit). Each turn first takes the Ready that only commits and applies — a commit-only hard state
+// needs no fsync (storage's MustSync rule), so answers go out at once — and only then proposes the waiting
+// commands, whose entries get the next fsync.
 //
 // Proposals: client commands submitted in one event-loop turn become one entry `{timeMs, commands}`
 // stamped with the leader's clock. Commands without a natural key (openSession, the leader's liveness
@@ -66,6 +69,7 @@ import {
 import type { LevelStorage } from '../storage/level-storage.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 import type { AppMessage } from '../transport/validate-message.ts';
+import { nodeClock } from './clock.ts';
 import { serverLimits } from './limits.ts';
 import { LivenessClock, SessionDirectory } from './liveness.ts';
 import type { Logger } from './log.ts';
@@ -80,6 +84,11 @@ export interface NodeTiming {
   readonly connectionTimeoutMs: number;
   /** Take a snapshot after this many entries applied since the last one (C4). */
   readonly snapshotEveryEntries: number;
+  /**
+   * …or after this many bytes of entries applied since the last one: under load entries carry up to
+   * `commandsPerBatchMax` commands each, and the core keeps the log since the last snapshot in memory.
+   */
+  readonly snapshotEveryBytes: number;
   /** Entries kept behind a snapshot so followers slightly behind need no snapshot transfer. */
   readonly snapshotKeepEntries: number;
 }
@@ -90,6 +99,7 @@ export const nodeTimingDefaults: NodeTiming = {
   heartbeatIntervalTicks: 1,
   connectionTimeoutMs: 2_000,
   snapshotEveryEntries: 10_000,
+  snapshotEveryBytes: 32 * 1024 * 1024,
   snapshotKeepEntries: 1_000,
 };
 
@@ -214,6 +224,7 @@ export class RaftlockNode {
   private failed = false;
   private idleWaiters: (() => void)[] = [];
   private lastSnapshotIndex: number;
+  private bytesSinceSnapshot = 0;
 
   private queued: Queued[] = [];
   private readonly proposed = new Map<number, Proposed>();
@@ -379,7 +390,7 @@ export class RaftlockNode {
       });
       return;
     }
-    const nowMs = Date.now();
+    const nowMs = nodeClock.now();
     const entry: Pending = {
       key,
       command,
@@ -400,7 +411,7 @@ export class RaftlockNode {
   private dispatch(entry: Pending): void {
     if (entry.forwardId !== 0) this.byForwardId.delete(entry.forwardId);
     entry.forwardId = 0;
-    entry.sentAtMs = Date.now();
+    entry.sentAtMs = nodeClock.now();
     if (this.role.role === 'leader') {
       assert(entry.key !== '', 'node: a forwarded openSession is never proposed by its own node');
       entry.sentTo = this.id;
@@ -629,7 +640,7 @@ export class RaftlockNode {
 
   /** The leader's side of forwarding: propose each command; refusals travel back, results never do. */
   private onForward(from: NodeId, items: readonly { id: number; command: Command }[]): void {
-    const nowMs = Date.now();
+    const nowMs = nodeClock.now();
     for (const { id, command } of items) {
       if (this.role.role !== 'leader') {
         this.refuse(from, id, 'NOT_LEADER');
@@ -681,7 +692,7 @@ export class RaftlockNode {
       );
     if (this.keepaliveWaiters.length >= serverLimits.keepaliveWaitersMax) return Promise.resolve(false);
     return new Promise((resolve) => {
-      this.keepaliveWaiters.push({ coverNo: this.reportNo + 1, atMs: Date.now(), resolve });
+      this.keepaliveWaiters.push({ coverNo: this.reportNo + 1, atMs: nodeClock.now(), resolve });
     });
   }
 
@@ -725,7 +736,7 @@ export class RaftlockNode {
     lost: readonly (readonly [number, number])[],
   ): void {
     if (this.role.role !== 'leader') return;
-    const nowMs = Date.now();
+    const nowMs = nodeClock.now();
     for (const [id, epoch] of sessions) {
       const record = this.sessions.get(id);
       if (record !== undefined && record.epoch === epoch && record.connected) this.liveness.touch(id, nowMs);
@@ -766,7 +777,7 @@ export class RaftlockNode {
     if (this.queued.length === 0) return;
     const queued = this.queued;
     this.queued = [];
-    const timeMs = Date.now();
+    const timeMs = nodeClock.now();
     for (let start = 0; start < queued.length; start += commandsPerBatchMax) {
       const batch = queued.slice(start, start + commandsPerBatchMax);
       this.proposeBatch(timeMs, batch);
@@ -896,7 +907,7 @@ export class RaftlockNode {
 
   /** The gateway heard from a session's client. */
   touchSession(id: number): void {
-    this.liveness.touch(id, Date.now());
+    this.liveness.touch(id, nodeClock.now());
   }
 
   /** The gateway's connection for (`id`, `epoch`) closed or went silent: report it at once. */
@@ -914,7 +925,7 @@ export class RaftlockNode {
 
   private checkLiveness(): void {
     if (this.role.role !== 'leader') return;
-    const commands = this.liveness.check(Date.now(), this.sessions, (id, epoch) =>
+    const commands = this.liveness.check(nodeClock.now(), this.sessions, (id, epoch) =>
       this.held.holds(id, epoch),
     );
     for (const command of commands) this.submitLiveness(command);
@@ -942,7 +953,7 @@ export class RaftlockNode {
     if (this.stopped) return;
     this.core.tick();
     this.checkLiveness();
-    const nowMs = Date.now();
+    const nowMs = nodeClock.now();
     this.redispatch(nowMs);
     this.sendLivenessReport(nowMs);
     this.scheduleTurn();
@@ -957,7 +968,12 @@ export class RaftlockNode {
       this.guard(() => {
         if (this.stopped) return;
         this.flushForwards();
-        this.flushProposals();
+        // Commits first: a Ready that only moves the commit index needs no disk wait (storage's MustSync
+        // rule), so what committed is applied and answered now instead of after the fsync of the new
+        // entries proposed below. Proposals wait while a Ready is on disk: the core could not send them
+        // before advance() anyway, and the next Ready takes them all at once.
+        this.drive();
+        if (!this.persisting) this.flushProposals();
         this.flushReads();
         this.drive();
       });
@@ -978,6 +994,11 @@ export class RaftlockNode {
       if (ready.softState !== null) this.onSoftState(ready.softState);
       if (ready.messagesEarly.length > 0) this.transport.send(ready.messagesEarly);
       if (ready.snapshot === null && ready.entries.length === 0 && ready.hardState === null) {
+        this.finishReady(ready);
+        continue;
+      }
+      if (this.storage.persistWithoutWaiting(ready)) {
+        // Only the commit index moved and the disk is idle: recorded, nothing to wait for (step 2 done).
         this.finishReady(ready);
         continue;
       }
@@ -1018,7 +1039,7 @@ export class RaftlockNode {
         'role changed',
       );
     }
-    if (soft.role === 'leader' && was.role !== 'leader') this.liveness.becameLeader(Date.now());
+    if (soft.role === 'leader' && was.role !== 'leader') this.liveness.becameLeader(nodeClock.now());
     if (soft.role !== 'leader' && was.role === 'leader') {
       this.liveness.steppedDown();
       this.failProposals(
@@ -1028,7 +1049,7 @@ export class RaftlockNode {
       this.failReads(new NotLeaderError(`node ${this.id} lost leadership`));
     }
     // Whatever waited for a leader, or went to the previous one, goes to this one.
-    if (was.role !== soft.role || was.leader !== soft.leader) this.redispatch(Date.now());
+    if (was.role !== soft.role || was.leader !== soft.leader) this.redispatch(nodeClock.now());
     this.listener?.onRoleChanged(soft);
   }
 
@@ -1036,6 +1057,7 @@ export class RaftlockNode {
     this.table = LockTable.restore(snapshot.data);
     this.sessions.rebuild(this.table);
     this.lastSnapshotIndex = snapshot.meta.index;
+    this.bytesSinceSnapshot = 0;
     for (const [index, proposal] of this.proposed) {
       if (index > snapshot.meta.index) continue;
       this.proposed.delete(index);
@@ -1051,6 +1073,7 @@ export class RaftlockNode {
   }
 
   private applyEntry(entry: Entry): void {
+    this.bytesSinceSnapshot += entry.data.byteLength;
     let results: readonly Result[] | null = null;
     if (entry.type === EntryType.normal) {
       let decoded: LockEntry;
@@ -1062,7 +1085,7 @@ export class RaftlockNode {
       }
       const output = this.table.apply(entry.index, decoded);
       results = output.results;
-      const nowMs = Date.now();
+      const nowMs = nodeClock.now();
       for (let i = 0; i < decoded.commands.length; i++) {
         const command = decoded.commands[i]!;
         const result = output.results[i]!;
@@ -1100,7 +1123,13 @@ export class RaftlockNode {
   }
 
   private maybeSnapshot(applied: number): void {
-    if (applied - this.lastSnapshotIndex < this.timing.snapshotEveryEntries) return;
+    if (
+      applied - this.lastSnapshotIndex < this.timing.snapshotEveryEntries &&
+      this.bytesSinceSnapshot < this.timing.snapshotEveryBytes
+    )
+      return;
+    if (applied <= this.lastSnapshotIndex) return;
+    this.bytesSinceSnapshot = 0;
     const term = this.core.termAt(applied);
     assert(term !== undefined, `node: no term for applied index ${applied}`);
     const data = this.table.snapshot();
@@ -1153,8 +1182,8 @@ export class RaftlockNode {
     if (best === null || !this.core.transferLeadership(best)) return false;
     this.log.info({ event: 'leadership_transfer', to: best }, 'transferring leadership');
     this.scheduleTurn();
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
+    const deadline = nodeClock.now() + timeoutMs;
+    while (nodeClock.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, this.timing.tickMs / 4));
       if (this.role.role !== 'leader') return true;
     }

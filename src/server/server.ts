@@ -2,6 +2,7 @@
 // Raft driver with its lock table, and the client gateway; and takes them down again in order.
 
 import { mkdirSync } from 'node:fs';
+import { UserDirectory } from '../security/users.ts';
 import { LevelStorage } from '../storage/level-storage.ts';
 import { PeerTransport } from '../transport/peer-transport.ts';
 import type { NodeConfig } from './config.ts';
@@ -48,6 +49,7 @@ export async function startServer(
     clusterId: config.clusterId,
     secret: config.clusterSecret,
     listen: config.peerListen,
+    tls: config.tls,
     peers: new Map(
       config.members.filter((member) => member.id !== config.id).map((member) => [member.id, member.peer]),
     ),
@@ -70,7 +72,8 @@ export async function startServer(
     clusterSecret: config.clusterSecret,
     listen: config.listen,
     memberUrls,
-    users: config.users,
+    users: new UserDirectory(config.users),
+    tls: config.tls === undefined ? undefined : { cert: config.tls.cert, key: config.tls.key },
     reconnectionWindowMs: config.reconnectionWindowMs,
     log,
   });

@@ -3,7 +3,10 @@
 // The driver hands us step 2 of the Ready contract (src/raft/types.ts) through `persist()`; every call
 // becomes one atomic LevelDB batch written with `sync: true`. Calls that arrive while a batch is being
 // written are coalesced into the next batch (group commit), so a busy node pays one fsync per batch of
-// Readies, never one per entry. Reads happen only in `load()`, at start: the core keeps the live log in
+// Readies, never one per entry. One exception, etcd's `MustSync` rule: a call that only moves the commit
+// index (no entries, no snapshot, same term and vote) needs no fsync of its own — see `needsSync` below
+// for why that is safe — and when no write is under way it resolves at once: its record rides along with
+// the next batch, or is written unsynced `commitFlushDelayMs` later, whichever comes first. Reads happen only in `load()`, at start: the core keeps the live log in
 // memory, so nothing on the hot path waits for a disk read.
 //
 // Key layout: see keys.ts. Record format and checksum: see records.ts.
@@ -55,9 +58,11 @@ export interface PersistRequest {
 }
 
 export interface LevelStorageStats {
-  /** LevelDB batches written; each is one fsync when `sync` is on. */
+  /** LevelDB batches written; each is one fsync when `sync` is on, unless it only moved the commit index. */
   readonly batchesWritten: number;
   readonly syncsWritten: number;
+  /** persist calls that only moved the commit index, and so needed no fsync of their own. */
+  readonly commitOnlyWritten: number;
   /** persist / saveSnapshot / compact calls made durable. */
   readonly callsWritten: number;
   readonly bytesWritten: number;
@@ -102,6 +107,8 @@ interface PendingBatch {
   readonly ops: BatchOp[];
   bytes: number;
   calls: number;
+  /** Some call in it needs an fsync (see `needsSync`); otherwise the batch is written without one. */
+  sync: boolean;
   readonly waiters: Waiter[];
 }
 
@@ -136,8 +143,17 @@ export class LevelStorage {
   private draining = false;
   private idleWaiters: (() => void)[] = [];
   private failure: StorageWriteFailedError | null = null;
+  /** A commit-only hard state not yet handed to LevelDB (see `persist`); null when none waits. */
+  private lazyHardState: HardState | null = null;
+  private lazyTimer: NodeJS.Timeout | null = null;
   private closing = false;
-  private counters = { batchesWritten: 0, syncsWritten: 0, callsWritten: 0, bytesWritten: 0 };
+  private counters = {
+    batchesWritten: 0,
+    syncsWritten: 0,
+    callsWritten: 0,
+    bytesWritten: 0,
+    commitOnlyWritten: 0,
+  };
 
   private constructor(db: Level<Uint8Array, Uint8Array>, sync: boolean) {
     this.db = db;
@@ -255,6 +271,7 @@ export class LevelStorage {
     const failed = this.refuse();
     if (failed) return failed;
     const projection = this.ready();
+    const sync = needsSync(request, projection.hardState);
     const ops: BatchOp[] = [];
     if (request.snapshot !== null) {
       const { index } = request.snapshot.meta;
@@ -269,7 +286,43 @@ export class LevelStorage {
       ops.push(this.put(hardStateKey, this.packHardState(request.hardState)));
       projection.hardState = request.hardState;
     }
-    return this.enqueue(ops);
+    if (!sync) {
+      this.counters.commitOnlyWritten += 1;
+      if (this.deferHardState(request.hardState!)) return Promise.resolve();
+    }
+    return this.enqueue(ops, sync);
+  }
+
+  /**
+   * `persist()` for a call that can complete at once: one that only moves the commit index (see
+   * `needsSync`) while no write is queued or under way. Then it is recorded, to be written with the next
+   * batch, and this returns true — the call is complete, as if `persist()` had resolved. Otherwise it
+   * does nothing and returns false: use `persist()`.
+   */
+  persistWithoutWaiting(request: PersistRequest): boolean {
+    if (this.failure !== null || this.closing || this.draining || this.queue.length > 0) return false;
+    const projection = this.ready();
+    if (needsSync(request, projection.hardState) || request.hardState === null) return false;
+    this.checkHardState(request.hardState);
+    projection.hardState = request.hardState;
+    this.counters.commitOnlyWritten += 1;
+    return this.deferHardState(request.hardState);
+  }
+
+  /** Keeps a commit-only hard state for the next batch, if the disk is idle; false when it is not. */
+  private deferHardState(hardState: HardState): boolean {
+    if (this.draining || this.queue.length > 0) return false;
+    this.lazyHardState = hardState;
+    this.lazyTimer ??= setTimeout(() => this.flushLazyHardState(), storageLimits.commitFlushDelayMs);
+    this.lazyTimer.unref();
+    return true;
+  }
+
+  private flushLazyHardState(): void {
+    if (this.lazyTimer !== null) clearTimeout(this.lazyTimer);
+    this.lazyTimer = null;
+    if (this.lazyHardState === null || this.failure !== null) return;
+    void this.enqueue([], false).catch(() => undefined);
   }
 
   /**
@@ -328,6 +381,7 @@ export class LevelStorage {
   /** Waits for queued writes to land, then closes LevelDB. Later calls reject with `StorageClosedError`. */
   async close(): Promise<void> {
     if (this.closing) return;
+    this.flushLazyHardState();
     this.closing = true;
     if (this.draining) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     await this.db.close();
@@ -483,7 +537,15 @@ export class LevelStorage {
    * Queues one call's operations. They always go into a single batch (a call is atomic); calls join the
    * newest waiting batch until it holds `batchBytesMax`.
    */
-  private enqueue(ops: readonly BatchOp[]): Promise<void> {
+  private enqueue(callOps: readonly BatchOp[], sync = true): Promise<void> {
+    let ops = callOps;
+    if (this.lazyHardState !== null) {
+      // First in the call, so a hard state the call writes itself (newer) wins within the batch.
+      ops = [this.put(hardStateKey, this.packHardState(this.lazyHardState)), ...callOps];
+      this.lazyHardState = null;
+      if (this.lazyTimer !== null) clearTimeout(this.lazyTimer);
+      this.lazyTimer = null;
+    }
     let bytes = 0;
     for (const op of ops) bytes += op.key.byteLength + (op.type === 'put' ? op.value.byteLength : 0);
     if (ops.length === 0) {
@@ -494,12 +556,13 @@ export class LevelStorage {
     }
     let batch = this.queue.at(-1);
     if (batch === undefined || batch.bytes + bytes > storageLimits.batchBytesMax) {
-      batch = { ops: [], bytes: 0, calls: 0, waiters: [] };
+      batch = { ops: [], bytes: 0, calls: 0, sync: false, waiters: [] };
       this.queue.push(batch);
     }
     for (const op of ops) batch.ops.push(op);
     batch.bytes += bytes;
     batch.calls += 1;
+    if (sync) batch.sync = true;
     const target = batch;
     const done = new Promise<void>((resolve, reject) => target.waiters.push({ resolve, reject }));
     if (!this.draining) {
@@ -515,7 +578,7 @@ export class LevelStorage {
       const batch = this.queue.shift()!;
       this.inFlight = batch;
       try {
-        await this.db.batch(batch.ops, { sync: this.sync });
+        await this.db.batch(batch.ops, { sync: this.sync && batch.sync });
       } catch (cause) {
         this.inFlight = null;
         this.fail(batch, cause);
@@ -523,7 +586,7 @@ export class LevelStorage {
       }
       this.inFlight = null;
       this.counters.batchesWritten += 1;
-      if (this.sync) this.counters.syncsWritten += 1;
+      if (this.sync && batch.sync) this.counters.syncsWritten += 1;
       this.counters.callsWritten += batch.calls;
       this.counters.bytesWritten += batch.bytes;
       for (const waiter of batch.waiters) waiter.resolve();
@@ -646,6 +709,23 @@ export class LevelStorage {
       }
     }
   }
+}
+
+/**
+ * Whether a persist call needs its own fsync. Everything does except a call that only moves the commit
+ * index (etcd raft's `MustSync`): no entries, no snapshot, term and vote unchanged. That is safe because
+ * (1) the commit index is not something a vote or an acknowledgement promises — Raft can always learn it
+ * again from the leader, and a node restarting with an older commit index only re-applies later; (2) every
+ * entry at or below the new commit index was made durable by an earlier, synced call (the core applies only
+ * entries that are durable here, and hands out one Ready at a time), so the stored commit never points
+ * past the stored log; (3) LevelDB's log is append-only and a later synced batch flushes this write too,
+ * and without a power loss (a `kill -9`, C3) the write survives in the page cache regardless.
+ */
+function needsSync(request: PersistRequest, previous: HardState): boolean {
+  if (request.snapshot !== null || request.entries.length > 0) return true;
+  const next = request.hardState;
+  if (next === null) return true;
+  return next.term !== previous.term || next.vote !== previous.vote;
 }
 
 // ---- shape checks on what we read back (the other side of the write assertions) ----

@@ -18,6 +18,12 @@ export const storageLimits = {
    * batch: its atomicity matters more than the bound.
    */
   batchBytesMax: 64 * 1024 * 1024,
+  /**
+   * A commit-only hard state that found the disk idle is written (unsynced) at the latest this long
+   * after it was handed over, when no other batch took it along first. Losing it costs nothing but a
+   * lower commit index after a crash (see `needsSync` in level-storage.ts).
+   */
+  commitFlushDelayMs: 50,
 } as const;
 
 assert(storageLimits.snapshotChunkBytes > 0, 'storage limits: chunk size must be positive');

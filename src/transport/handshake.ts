@@ -11,7 +11,9 @@
 // secret before the other sends it a single Raft message.
 
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { Unpackr } from 'msgpackr';
 import type { NodeId } from '../raft/types.ts';
+import { handshakeFrameShape, msgpackProblem } from '../security/msgpack-guard.ts';
 import type { TransportLimits } from './limits.ts';
 
 export const peerProtocolVersion = 1;
@@ -83,6 +85,21 @@ export function computeProof(secret: Uint8Array, label: 'hello' | 'welcome', inp
 
 export function proofMatches(expected: Uint8Array, received: Uint8Array): boolean {
   return received.byteLength === expected.byteLength && timingSafeEqual(expected, received);
+}
+
+const handshakeUnpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+/**
+ * Decodes a handshake frame from a stranger (C7): a flat map of a few fields, so anything nested,
+ * long-listed or using extension types is refused before msgpackr allocates. Undefined when refused.
+ */
+export function decodeHandshakeFrame(bytes: Uint8Array): unknown {
+  if (msgpackProblem(bytes, handshakeFrameShape) !== null) return undefined;
+  try {
+    return handshakeUnpackr.unpack(bytes);
+  } catch {
+    return undefined;
+  }
 }
 
 function isMap(value: unknown): value is Record<string, unknown> {

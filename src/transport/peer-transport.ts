@@ -21,6 +21,7 @@
 // is dropped and counted. Writes pause while the socket's `bufferedAmount` is above the high-water mark
 // and resume when a write completes.
 
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
 import { performance } from 'node:perf_hooks';
 import { Packr } from 'msgpackr';
 import { type RawData, WebSocket, WebSocketServer } from 'ws';
@@ -29,6 +30,7 @@ import { RaftlockError } from '../errors.ts';
 import type { Message, NodeId } from '../raft/types.ts';
 import {
   computeProof,
+  decodeHandshakeFrame,
   frameVersion,
   newNonce,
   PeerCloseCode,
@@ -80,6 +82,18 @@ export interface PeerTransportOptions {
   /** Uniform in [0, 1), for reconnect jitter. Default `Math.random`. */
   readonly random?: () => number;
   readonly log?: (event: TransportLogEvent) => void;
+  /**
+   * Mutual TLS (PEM): links use wss://, both ends present a certificate signed by `ca`, and a dialer
+   * without one is refused in the TLS handshake (logged as `peer_tls_refused`). The HMAC handshake
+   * runs inside as before.
+   */
+  readonly tls?: PeerTls | undefined;
+}
+
+export interface PeerTls {
+  readonly ca: string | Buffer;
+  readonly cert: string | Buffer;
+  readonly key: string | Buffer;
 }
 
 export interface PeerLinkStats {
@@ -204,6 +218,8 @@ export class PeerTransport {
   // One encoder for every frame; plain MessagePack maps so no state is shared between frames.
   private readonly packr = new Packr({ useRecords: false, mapsAsObjects: true });
   private readonly server: WebSocketServer;
+  private readonly tls: PeerTls | undefined;
+  private readonly tlsServer: TlsServer | null;
   private readonly peers = new Map<NodeId, Peer>();
   private readonly handshaking = new Set<Accepted>();
   private readonly messageHandlers = new Set<MessagesHandler>();
@@ -220,8 +236,15 @@ export class PeerTransport {
   };
   private closing = false;
 
-  private constructor(options: PeerTransportOptions, limits: TransportLimits, server: WebSocketServer) {
+  private constructor(
+    options: PeerTransportOptions,
+    limits: TransportLimits,
+    server: WebSocketServer,
+    tlsServer: TlsServer | null,
+  ) {
     this.id = options.id;
+    this.tls = options.tls;
+    this.tlsServer = tlsServer;
     this.clusterId = options.clusterId;
     this.secret = Buffer.from(options.secret);
     this.limits = limits;
@@ -246,9 +269,22 @@ export class PeerTransport {
         `the cluster secret must be at least ${limits.clusterSecretBytesMin} bytes`,
       );
     }
+    // Mutual TLS: a dialer without a certificate signed by our CA never reaches the WebSocket layer.
+    const tlsServer =
+      options.tls === undefined
+        ? null
+        : createTlsServer({
+            ca: options.tls.ca,
+            cert: options.tls.cert,
+            key: options.tls.key,
+            requestCert: true,
+            rejectUnauthorized: true,
+            minVersion: 'TLSv1.2',
+          });
     const server = new WebSocketServer({
-      host: options.listen.host,
-      port: options.listen.port,
+      ...(tlsServer === null
+        ? { host: options.listen.host, port: options.listen.port }
+        : { server: tlsServer }),
       path: peerPath,
       perMessageDeflate: false,
       // The listening side only ever reads handshake frames; see the topology note at the top.
@@ -256,10 +292,20 @@ export class PeerTransport {
       clientTracking: false,
     });
     await new Promise<void>((resolve, reject) => {
-      server.once('listening', resolve);
-      server.once('error', reject);
+      const listening = tlsServer ?? server;
+      listening.once('listening', resolve);
+      listening.once('error', reject);
+      tlsServer?.listen(options.listen.port, options.listen.host);
     });
-    const transport = new PeerTransport(options, limits, server);
+    const transport = new PeerTransport(options, limits, server, tlsServer);
+    tlsServer?.on('tlsClientError', (error: Error, socket: { remoteAddress?: string }) =>
+      transport.log({
+        level: 'warn',
+        event: 'peer_tls_refused',
+        remote: socket.remoteAddress ?? 'unknown',
+        detail: error.message,
+      }),
+    );
     server.on('error', (error) =>
       transport.log({ level: 'warn', event: 'peer_server_error', detail: error.message }),
     );
@@ -399,6 +445,13 @@ export class PeerTransport {
     }
     await Promise.all(closed);
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const tlsServer = this.tlsServer;
+    if (tlsServer !== null) {
+      await new Promise<void>((resolve) => {
+        tlsServer.close(() => resolve());
+        tlsServer.closeAllConnections();
+      });
+    }
   }
 
   // ---- sending ----
@@ -603,7 +656,7 @@ export class PeerTransport {
     | { readonly ok: true; readonly peer: Peer; readonly input: ProofInput }
     | { readonly ok: false; readonly code: PeerCloseCode; readonly reason: string; readonly peer?: NodeId } {
     if (!isBinary) return { ok: false, code: PeerCloseCode.protocolError, reason: 'text frame' };
-    const value = this.decode(data);
+    const value = decodeHandshakeFrame(rawBytes(data));
     const hello = parseHello(value, this.limits);
     if (hello === undefined) {
       const version = frameVersion(value);
@@ -692,10 +745,12 @@ export class PeerTransport {
     assert(peer.dialSocket === null, `transport: already dialling ${peer.id}`);
     peer.dialRetryTimer = null;
     const host = peer.address.host.includes(':') ? `[${peer.address.host}]` : peer.address.host;
-    const ws = new WebSocket(`ws://${host}:${peer.address.port}${peerPath}`, {
+    const scheme = this.tls === undefined ? 'ws' : 'wss';
+    const ws = new WebSocket(`${scheme}://${host}:${peer.address.port}${peerPath}`, {
       perMessageDeflate: false,
       maxPayload: this.limits.peerFrameBytesMax,
       handshakeTimeout: this.limits.authTimeoutMs,
+      ...(this.tls === undefined ? {} : { ca: this.tls.ca, cert: this.tls.cert, key: this.tls.key }),
     });
     peer.dialSocket = ws;
     peer.dialState = 'awaitingChallenge';
@@ -706,9 +761,17 @@ export class PeerTransport {
       this.log({ level: 'warn', event: 'peer_dial_auth_timeout', peer: peer.id });
       ws.terminate();
     }, this.limits.authTimeoutMs);
-    ws.on('error', (error) =>
-      this.log({ level: 'debug', event: 'peer_dial_error', peer: peer.id, detail: error.message }),
-    );
+    ws.on('error', (error) => {
+      // A certificate the CA did not sign (or no certificate) is a refusal worth an operator's attention.
+      const tlsRefused =
+        this.tls !== undefined && /certificate|self.signed|handshake|alert/i.test(error.message);
+      this.log({
+        level: tlsRefused ? 'warn' : 'debug',
+        event: tlsRefused ? 'peer_tls_refused' : 'peer_dial_error',
+        peer: peer.id,
+        detail: error.message,
+      });
+    });
     ws.on('pong', () => {
       peer.dialLastHeardMs = performance.now();
     });
@@ -723,7 +786,12 @@ export class PeerTransport {
   private onDialMessage(peer: Peer, ws: WebSocket, data: RawData, isBinary: boolean): void {
     peer.dialLastHeardMs = performance.now();
     const bytes = rawBytes(data);
-    const value = isBinary ? this.decode(bytes) : undefined;
+    // Until the far end has proved the secret, its frames are handshake frames and checked as such (C7).
+    const value = !isBinary
+      ? undefined
+      : peer.dialState === 'open'
+        ? this.decode(bytes)
+        : decodeHandshakeFrame(bytes);
     switch (peer.dialState) {
       case 'awaitingChallenge': {
         const challenge = parseChallenge(value);

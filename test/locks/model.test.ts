@@ -14,6 +14,7 @@ import {
   type LockTableLimits,
   SessionLockScope,
 } from '../../src/locks/index.ts';
+import type { Grants } from '../../src/locks/permissions.ts';
 import { Model, normalize } from './model.ts';
 
 const SESSION = SessionLockScope.UNLOCK_ON_SESSION_LOSS;
@@ -75,6 +76,15 @@ function arbSteps(): fc.Arbitrary<Step[]> {
   return fc.array(step, { minLength: 1, maxLength: 30 });
 }
 
+const grantChoices: readonly (Grants | undefined)[] = [
+  undefined,
+  undefined,
+  { acquire: ['*'], read: [], admin: false },
+  { acquire: ['a*'], read: ['a*'], admin: false },
+  { acquire: ['*b', 'c'], read: [], admin: false },
+  { acquire: [], read: ['*'], admin: true },
+];
+
 class Resolver {
   private readonly lastRequestNo = new Map<number, number>();
 
@@ -103,7 +113,13 @@ class Resolver {
     const epoch = state === undefined ? a.pick2 % 3 : state.epoch;
     switch (a.op) {
       case 'openSession':
-        return { type: 'openSession', principal: a.mode === 0 ? '' : 'p', reconnectionWindowMs: a.pick2 % 9 };
+        return {
+          type: 'openSession',
+          principal: a.mode === 0 ? '' : 'p',
+          reconnectionWindowMs: a.pick2 % 9,
+          // S12: some sessions may take only some names (`a*` also covers 'abcd'; `*b` needs the suffix).
+          grants: grantChoices[a.pick % grantChoices.length],
+        };
       case 'closeSession':
         return { type: 'closeSession', session };
       case 'expireSession':
@@ -170,6 +186,7 @@ function compareState(table: LockTable, model: Model): void {
       id: s.id,
       principal: s.principal,
       reconnectionWindowMs: s.reconnectionWindowMs,
+      grants: s.grants,
       connectionEpoch: s.epoch,
       connected: s.connected,
       connectionLostAtMs: s.lostAtMs,

@@ -17,6 +17,7 @@ import type {
   WaitEndReason,
 } from '../../src/locks/index.ts';
 import { SessionLockScope as Scope } from '../../src/locks/index.ts';
+import type { Grants } from '../../src/locks/permissions.ts';
 
 const SESSION = Scope.UNLOCK_ON_SESSION_LOSS;
 const CONNECTION = Scope.UNLOCK_ON_CONNECTION_LOSS;
@@ -42,10 +43,23 @@ interface Request {
 
 type Answer = { request: Request } | { fixed: ModelResult };
 
+/** The model's own reading of a grant pattern: `*` is any run of characters (S12). */
+export function modelMayAcquire(grants: Grants | null, name: string): boolean {
+  if (grants === null) return true;
+  return grants.acquire.some((pattern) => {
+    const source = pattern
+      .split('*')
+      .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+      .join('[\\s\\S]*');
+    return new RegExp(`^${source}$`, 'u').test(name);
+  });
+}
+
 interface Session {
   id: number;
   principal: string;
   reconnectionWindowMs: number;
+  grants: Grants | null;
   epoch: number;
   connected: boolean;
   lostAtMs: number | null;
@@ -128,6 +142,7 @@ export class Model {
         id,
         principal: c.principal,
         reconnectionWindowMs: c.reconnectionWindowMs,
+        grants: c.grants ?? null,
         epoch: 0,
         connected: true,
         lostAtMs: null,
@@ -271,6 +286,8 @@ export class Model {
       if ('request' in prev) return this.outcome(prev.request, name);
       return prev.fixed.kind === 'unlocked' ? { kind: 'error', code: 'INVALID_ARGUMENT' } : prev.fixed;
     }
+    if (!modelMayAcquire(s.grants, name))
+      return this.fixed(s, requestNo, { kind: 'error', code: 'PERMISSION_DENIED' });
     if (scope === CONNECTION && !s.connected)
       return this.fixed(s, requestNo, { kind: 'error', code: 'CONNECTION_LOST' });
     const request: Request = {

@@ -611,6 +611,7 @@ describe('S15 inspect', () => {
       id: b,
       principal: 'alice',
       reconnectionWindowMs: 30_000,
+      grants: null,
       connectionEpoch: 0,
       connected: true,
       connectionLostAtMs: null,
@@ -693,6 +694,46 @@ describe('C2 exactly-once requests', () => {
     expect(h.acquire(b, 1, 'x').result).toEqual({ kind: 'waiting', name: 'x' });
     expect(h.cancel(b, 1).result).toEqual({ kind: 'cancelled', outcome: 'withdrawn' });
     expect(h.acquire(b, 1, 'x').result).toMatchObject({ code: 'STALE_REQUEST' });
+  });
+
+  it('C2, S14: a retry inside a batch answers the state the earlier commands left; a later cancel makes every later retry ABORTED, across a snapshot', () => {
+    // The command sequence of lock-sim seed 574073086 (entries 128 and 129): session 6's acquire waits;
+    // then one batch closes the owner (handing the lock to 6:1), retries 6:1 and cancels it.
+    const h = new Harness({ dedupeResultsPerSessionMax: 32 });
+    const [owner, waiter] = [h.open(), h.open()];
+    const held = h.acquire(owner, 1, 'b').result;
+    expect(held).toMatchObject({ kind: 'granted', sequence: 1 });
+    expect(h.acquire(waiter, 1, 'b').result).toEqual({ kind: 'waiting', name: 'b' });
+    const retry = { type: 'acquire', session: waiter, requestNo: 1, name: 'b', scope: SESSION } as const;
+    const { results, effects } = h.batch([
+      { type: 'closeSession', session: owner },
+      retry,
+      { type: 'cancel', session: waiter, requestNo: 1 },
+    ]);
+    expect(results).toEqual([
+      { kind: 'done' },
+      // The grant happened earlier in this entry and is still held when the retry applies.
+      { kind: 'granted', name: 'b', sequence: 2, scope: SESSION, held: true },
+      // S14: the grant won the race, so the cancel releases it; the call ends ABORTED.
+      { kind: 'cancelled', outcome: 'released' },
+    ]);
+    expect(effects).toEqual([
+      { kind: 'released', session: owner, name: 'b', sequence: 1, reason: 'sessionClosed' },
+      { kind: 'granted', session: waiter, name: 'b', sequence: 2, scope: SESSION, requestNos: [1] },
+      { kind: 'sessionEnded', session: owner, reason: 'closed' },
+      { kind: 'released', session: waiter, name: 'b', sequence: 2, reason: 'cancelled' },
+    ]);
+    expect(h.owner('b')).toBeNull();
+    // Every later retry — on this replica and on one restored from a snapshot — answers ABORTED and
+    // changes nothing: no fresh grant.
+    expect(expectUnchanged(h, retry)).toMatchObject({ kind: 'error', code: 'ABORTED' });
+    h.table = LockTable.restore(h.table.snapshot(), { limits: h.table.limits });
+    expect(expectUnchanged(h, retry)).toMatchObject({ kind: 'error', code: 'ABORTED' });
+    expect(expectUnchanged(h, { type: 'cancel', session: waiter, requestNo: 1 })).toEqual({
+      kind: 'cancelled',
+      outcome: 'none',
+    });
+    expect(h.owner('b')).toBeNull();
   });
 
   it('C2: a request number reused for a different kind of request is INVALID_ARGUMENT', () => {

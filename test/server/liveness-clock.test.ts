@@ -140,7 +140,7 @@ describe('LivenessClock', () => {
       fc.record({ kind: fc.constant('check' as const) }),
       fc.record({ kind: fc.constant('advance' as const), ms: fc.integer({ min: 1, max: 1_500 }) }),
     );
-    const decided = [0, 0];
+    const decided = { lost: 0, expired: 0 };
     fc.assert(
       fc.property(fc.array(op, { minLength: 100, maxLength: 300 }), (ops) => {
         const directory = new SessionDirectory();
@@ -221,7 +221,10 @@ describe('LivenessClock', () => {
             case 'check': {
               const got = clock.check(now, directory, (id) => held(id));
               const want = model.check(now, directory, (id) => held(id));
-              for (const command of want) decided[command.type === 'connectionLost' ? 0 : 1]++;
+              for (const command of want) {
+                if (command.type === 'connectionLost') decided.lost++;
+                else decided.expired++;
+              }
               const key = (c: Command) => JSON.stringify(c);
               expect(got.map(key).sort()).toEqual(want.map(key).sort());
               break;
@@ -235,8 +238,8 @@ describe('LivenessClock', () => {
       { numRuns: 300 },
     );
     // Not vacuous: the histories made both kinds of decision.
-    expect(decided[0]).toBeGreaterThan(10);
-    expect(decided[1]).toBeGreaterThan(10);
+    expect(decided.lost).toBeGreaterThan(10);
+    expect(decided.expired).toBeGreaterThan(10);
   });
 });
 

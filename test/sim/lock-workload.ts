@@ -174,8 +174,17 @@ export class LockWorkload {
   /** What the clients learn from one committed entry, and the exactly-once check of its answers. */
   private learn({ index, entry, results, effects }: CommittedEntry): void {
     // Retries are checked once the entry's effects are in: a deadline at the start of the entry, or a
-    // grant or cancel by an earlier command of the batch, may have moved the request on in between.
+    // grant or cancel by an earlier command of the batch, may have moved the request on before the
+    // retry applied — and a later command may move it on again (closeSession hands a lock to the
+    // request, the retry answers that grant, a cancel then releases it: waiting → granted → ABORTED).
+    // Effects are one flat list, not split per command, so a retried acquire may answer any status its
+    // request had during the entry: the one before it, or one it took on in it.
     const retries: { command: RequestCommand; result: Result; before: string | undefined }[] = [];
+    const during = new Map<string, string[]>();
+    const setStatus = (k: string, status: AcquireStatus): void => {
+      this.acquireStatus.set(k, status);
+      during.get(k)?.push(JSON.stringify(status));
+    };
     const cancelled: string[] = [];
     entry.commands.forEach((command, i) => {
       const result = results[i]!;
@@ -206,7 +215,11 @@ export class LockWorkload {
             if (sent !== undefined) sent.committed = true;
           }
           const before = this.firstAnswer(command, result);
-          if (before !== undefined) retries.push({ command, result, before });
+          if (before !== undefined) {
+            retries.push({ command, result, before });
+            const k = `${command.session}:${command.requestNo}`;
+            if (command.type === 'acquire' && !during.has(k)) during.set(k, [before]);
+          }
           if (s !== undefined) s.committedMax = Math.max(s.committedMax, command.requestNo);
           return;
         }
@@ -225,16 +238,13 @@ export class LockWorkload {
         case 'granted':
           s?.held.set(effect.name, effect.sequence);
           for (const requestNo of effect.requestNos)
-            this.acquireStatus.set(`${effect.session}:${requestNo}`, {
-              kind: 'granted',
-              sequence: effect.sequence,
-            });
+            setStatus(`${effect.session}:${requestNo}`, { kind: 'granted', sequence: effect.sequence });
           break;
         case 'released':
           if (s?.held.get(effect.name) === effect.sequence) s.held.delete(effect.name);
           break;
         case 'waitEnded':
-          this.acquireStatus.set(`${effect.session}:${effect.requestNo}`, {
+          setStatus(`${effect.session}:${effect.requestNo}`, {
             kind: 'error',
             code: waitEndCodes[effect.reason]!,
           });
@@ -246,14 +256,15 @@ export class LockWorkload {
           break;
       }
     }
-    for (const k of cancelled) this.acquireStatus.set(k, { kind: 'error', code: 'ABORTED' });
+    for (const k of cancelled) setStatus(k, { kind: 'error', code: 'ABORTED' });
     for (const { command, result, before } of retries) {
       const k = `${command.session}:${command.requestNo}`;
-      const after = command.type === 'acquire' ? JSON.stringify(this.acquireStatus.get(k)) : before;
+      const statuses = (command.type === 'acquire' ? during.get(k) : undefined) ?? [before];
       const s = this.sessions.get(command.session);
-      if (!this.answers(command, result, before, s) && !this.answers(command, result, after, s)) {
+      if (!statuses.some((earned) => this.answers(command, result, earned, s))) {
+        const later = statuses.filter((earned) => earned !== before);
         throw new LockViolation(
-          `exactly once: entry ${index} answers retried ${command.type} ${k} with ${JSON.stringify(result)}; its first application earned ${before}${after === before ? '' : ` (then ${after})`}`,
+          `exactly once: entry ${index} answers retried ${command.type} ${k} with ${JSON.stringify(result)}; its first application earned ${before}${later.length === 0 ? '' : ` (then ${later.join(', then ')})`}`,
         );
       }
     }

@@ -261,6 +261,64 @@ describe('LevelStorage', () => {
     expect(indexes(state.entries)).toEqual(Array.from({ length: state.entries.length }, (_, k) => k + 1));
   });
 
+  it('MustSync: a call that only moves the commit index takes no fsync, and completes at once when idle', async () => {
+    await using tmp = await tempDir();
+    const storage = await bootstrapped(tmp.dir);
+    await storage.persist({ snapshot: null, entries: entries(1, 3, 1), hardState: hardState(1, 0) });
+    const before = storage.stats();
+    // Idle disk: recorded for the next batch, nothing to wait for.
+    expect(storage.persistWithoutWaiting({ snapshot: null, entries: [], hardState: hardState(1, 2) })).toBe(
+      true,
+    );
+    expect(storage.info().hardState.commit).toBe(2);
+    // Anything that needs an fsync is refused here: a vote, a term, entries.
+    expect(
+      storage.persistWithoutWaiting({ snapshot: null, entries: [], hardState: hardState(2, 2, 'n2') }),
+    ).toBe(false);
+    expect(
+      storage.persistWithoutWaiting({ snapshot: null, entries: entries(4, 4, 1), hardState: null }),
+    ).toBe(false);
+    // The deferred record rides along with the next synced batch, before that batch's own hard state.
+    await storage.persist({ snapshot: null, entries: entries(4, 4, 1), hardState: null });
+    const after = storage.stats();
+    expect(after.syncsWritten - before.syncsWritten).toBe(1);
+    expect(after.commitOnlyWritten - before.commitOnlyWritten).toBe(1);
+    // A commit-only persist while a write is under way waits its turn, unsynced, resolving in order.
+    const order: string[] = [];
+    const synced = storage
+      .persist({ snapshot: null, entries: entries(5, 5, 1), hardState: null })
+      .then(() => order.push('entries'));
+    expect(storage.persistWithoutWaiting({ snapshot: null, entries: [], hardState: hardState(1, 4) })).toBe(
+      false,
+    );
+    const commit = storage
+      .persist({ snapshot: null, entries: [], hardState: hardState(1, 4) })
+      .then(() => order.push('commit'));
+    await Promise.all([synced, commit]);
+    expect(order).toEqual(['entries', 'commit']);
+    expect(storage.stats().syncsWritten - after.syncsWritten).toBe(1);
+    await storage.close();
+    const { state } = await reload(tmp.dir);
+    expect(state.hardState).toEqual(hardState(1, 4));
+    expect(indexes(state.entries)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('MustSync: a deferred commit index is written within commitFlushDelayMs, and on close', async () => {
+    await using tmp = await tempDir();
+    const storage = await bootstrapped(tmp.dir);
+    await storage.persist({ snapshot: null, entries: entries(1, 2, 1), hardState: hardState(1, 0) });
+    await storage.persist({ snapshot: null, entries: [], hardState: hardState(1, 1) });
+    const batches = storage.stats().batchesWritten;
+    await new Promise((resolve) => setTimeout(resolve, storageLimits.commitFlushDelayMs * 3));
+    expect(storage.stats().batchesWritten).toBe(batches + 1);
+    expect(storage.persistWithoutWaiting({ snapshot: null, entries: [], hardState: hardState(1, 2) })).toBe(
+      true,
+    );
+    await storage.close();
+    const { state } = await reload(tmp.dir);
+    expect(state.hardState.commit).toBe(2);
+  });
+
   it('rejects calls after close with StorageClosedError', async () => {
     await using tmp = await tempDir();
     const storage = await bootstrapped(tmp.dir);
