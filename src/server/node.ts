@@ -354,12 +354,18 @@ export class RaftlockNode {
       return;
     }
     const key = commandKey(command);
+    if (key !== null) {
+      // Keyed commands wait here for a leader, however long the election takes (up to forwardGiveUpMs):
+      // refusing them would leave the client unsure whether an unlock will still apply (C2).
+      this.submitPending(key, command, done);
+      return;
+    }
     if (this.role.role !== 'leader' && this.role.leader === null) {
       done({ ok: false, error: new NotLeaderError(`node ${this.id} knows no leader`) });
       return;
     }
-    if (key !== null || (this.role.role !== 'leader' && command.type === 'openSession')) {
-      this.submitPending(key ?? '', command, done);
+    if (this.role.role !== 'leader' && command.type === 'openSession') {
+      this.submitPending('', command, done);
       return;
     }
     const refusal = this.refuseProposal();
@@ -550,7 +556,7 @@ export class RaftlockNode {
         for (let start = 0; start < live.length; start += serverLimits.forwardBatchCommandsMax) {
           const batch = live.slice(start, start + serverLimits.forwardBatchCommandsMax);
           const items = batch.map((entry) => ({ id: entry.forwardId, command: entry.command }));
-          if (!this.sendPeer(leader, { kind: 'forward', body: { items } })) {
+          if (!this.sendPeer(leader, { kind: 'forward', body: { items, sentAtMs: nodeClock.now() } })) {
             for (const entry of batch) entry.sentTo = null; // no link: try again next tick
           }
         }
@@ -599,7 +605,7 @@ export class RaftlockNode {
     const peerMessage = decoded.message;
     switch (peerMessage.kind) {
       case 'forward':
-        this.onForward(from, peerMessage.body.items);
+        this.onForward(from, peerMessage.body.items, peerMessage.body.sentAtMs);
         return;
       case 'refused':
         for (const { id, code } of peerMessage.body.items) {
@@ -639,9 +645,19 @@ export class RaftlockNode {
   }
 
   /** The leader's side of forwarding: propose each command; refusals travel back, results never do. */
-  private onForward(from: NodeId, items: readonly { id: number; command: Command }[]): void {
+  private onForward(
+    from: NodeId,
+    items: readonly { id: number; command: Command }[],
+    sentAtMs: number,
+  ): void {
     const nowMs = nodeClock.now();
-    for (const { id, command } of items) {
+    for (const item of items) {
+      const id = item.id;
+      let command = item.command;
+      if (command.type === 'acquire' && command.deadlineMs !== undefined) {
+        // The deadline is on the follower's clock: keep the time it had left, counted on ours (S14).
+        command = { ...command, deadlineMs: nowMs + Math.max(0, command.deadlineMs - sentAtMs) };
+      }
       if (this.role.role !== 'leader') {
         this.refuse(from, id, 'NOT_LEADER');
         continue;

@@ -13,6 +13,11 @@ import { serverLimits } from './limits.ts';
 /** A follower's gateway → the leader: commands to propose, each with the follower's id for it. */
 export interface ForwardBody {
   readonly items: readonly { readonly id: number; readonly command: Command }[];
+  /**
+   * The follower's clock when it sent the batch. Acquire deadlines in the items are on that clock; the
+   * leader moves them onto its own (S14: a timeout counts from the ask, whatever the clocks' offset).
+   */
+  readonly sentAtMs: number;
 }
 
 /** The leader → a follower: forwarded commands it could not propose, with why. */
@@ -57,8 +62,8 @@ export function encodePeerBody(message: PeerBody): Uint8Array {
   switch (message.kind) {
     case 'forward': {
       // Ids ride next to an entry of the commands: the entry codec is the one that checks commands.
-      const { items } = message.body;
-      const entry = encodeEntry({ timeMs: 0, commands: items.map((item) => item.command) });
+      const { items, sentAtMs } = message.body;
+      const entry = encodeEntry({ timeMs: sentAtMs, commands: items.map((item) => item.command) });
       return packr.pack({ ids: items.map((item) => item.id), entry });
     }
     case 'refused':
@@ -140,8 +145,9 @@ function decodeBody(kind: string, bytes: Uint8Array): PeerBody {
       const entryBytes = Object.hasOwn(body, 'entry') ? body.entry : undefined;
       if (!(entryBytes instanceof Uint8Array)) fail('entry is not bytes');
       let commands: readonly Command[];
+      let sentAtMs: number;
       try {
-        commands = decodeEntry(entryBytes).commands;
+        ({ commands, timeMs: sentAtMs } = decodeEntry(entryBytes));
         for (const command of commands) validateCommand(command);
       } catch (error) {
         fail(`entry: ${(error as Error).message}`);
@@ -150,7 +156,7 @@ function decodeBody(kind: string, bytes: Uint8Array): PeerBody {
       for (const command of commands) {
         if (!forwardable.has(command.type)) fail(`${command.type} may not be forwarded`);
       }
-      return { kind, body: { items: commands.map((command, k) => ({ id: ids[k]!, command })) } };
+      return { kind, body: { items: commands.map((command, k) => ({ id: ids[k]!, command })), sentAtMs } };
     }
     case 'refused': {
       const ids = counts(body, 'ids', commandsPerBatchMax);

@@ -31,7 +31,8 @@ describe('chaos regressions (real processes)', () => {
   // rejects unlock() with it instead of re-sending once a leader is known (C2), yet the grant stays in the
   // table. The session's next lock() of the name then resolves at once (S4 in the table) with the *old*
   // sequence: a new SessionLock for a grant the client already reported ended (S6, S10).
-  it.fails('S6, S10, C2: an unlock sent while the gateway knows no leader applies once a leader is back; the next grant has a new sequence', async () => {
+  // Fixed: a node that knows no leader keeps keyed commands pending until one is elected (node.ts submit).
+  it('S6, S10, C2: an unlock sent while the gateway knows no leader applies once a leader is back; the next grant has a new sequence', async () => {
     cluster = await TestCluster.create(3);
     const leader = await cluster.waitForLeader(15_000);
     const follower = cluster.nodes.find((node) => node.id !== leader)!;
@@ -65,7 +66,8 @@ describe('chaos regressions (real processes)', () => {
   // it against the leader's entry times: a gateway whose clock is behind the leader's by more than
   // timeoutMs makes every contended lock(…, {timeoutMs}) fail TIMEOUT at once (S14). Clocks of different
   // hosts are never exactly equal; the leader should stamp the deadline from its own clock.
-  it.fails('S14: a lock timeout counts from when it was asked, even through a gateway whose clock is 60 s behind the leader', async () => {
+  // Fixed: a forward batch carries the follower's send time; the leader keeps the time left, on its clock.
+  it('S14: a lock timeout counts from when it was asked, even through a gateway whose clock is 60 s behind the leader', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'raftlock-skew-'));
     chaos = {
       dir,

@@ -26,6 +26,7 @@ const samples: PeerBody[] = [
         { id: 3, command: { type: 'release', session: 4, requestNo: 10, name: 'a', sequence: 7 } },
         { id: 4, command: { type: 'reconnect', session: 4, epoch: 2 } },
       ],
+      sentAtMs: 123_456,
     },
   },
   { kind: 'refused', body: { items: [{ id: 2, code: 'NOT_LEADER' }] } },
@@ -71,7 +72,7 @@ describe('peer app bodies', () => {
     }
     const expire = encodePeerBody({
       kind: 'forward',
-      body: { items: [{ id: 1, command: { type: 'expireSession', session: 1, epoch: 0 } }] },
+      body: { items: [{ id: 1, command: { type: 'expireSession', session: 1, epoch: 0 } }], sentAtMs: 0 },
     });
     expect(decodePeerBody('forward', expire).ok).toBe(false);
   });
