@@ -21,7 +21,8 @@ import { clientCredentials, clientOptionsUsage, clientParseOptions } from './cli
 import { exitLockLost } from './exit-codes.ts';
 
 export const lockUsage = `raftlock lock NAME [--scope session|connection] [--timeout MS] [--kill-after MS]
-             [--safety-margin MS] [--servers URLS] [--principal NAME] [--password-file FILE] -- CMD ARGS…
+             [--safety-margin MS] [--servers URLS] [--principal NAME] [--password-file FILE] [--ca FILE]
+             -- CMD ARGS…
   runs CMD while holding NAME; CMD's environment has RAFTLOCK_LOCK and RAFTLOCK_SEQUENCE
   --scope          session (UNLOCK_ON_SESSION_LOSS, default) or connection (UNLOCK_ON_CONNECTION_LOSS)
   --timeout MS     give up waiting for the lock after MS (exit status: TIMEOUT's code)

@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { connect, type LockView } from '../client/index.ts';
 import { clientCredentials, clientOptionsUsage, clientParseOptions, formatTable } from './client-options.ts';
 
-export const locksUsage = `raftlock locks [--prefix P] [--json] [--servers URLS] [--principal NAME] [--password-file FILE]
+export const locksUsage = `raftlock locks [--prefix P] [--json] [--servers URLS] [--principal NAME] [--password-file FILE] [--ca FILE]
   lists locks, owners (session ids), sequences, scopes and waiters (S15)
 ${clientOptionsUsage}`;
 

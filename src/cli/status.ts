@@ -5,10 +5,11 @@ import { get as httpsGet } from 'node:https';
 import { parseArgs } from 'node:util';
 import { UnavailableError } from '../errors.ts';
 import type { NodeStatus } from '../protocol.ts';
-import { defaultServers } from './client-options.ts';
+import { clientCa, defaultServers } from './client-options.ts';
 
-export const statusUsage = `raftlock status [--servers ws://HOST:PORT,…] [--json]
-  default servers: ./data/cluster.json's nodes, else ws://127.0.0.1:7401-7403`;
+export const statusUsage = `raftlock status [--servers ws://HOST:PORT,…] [--ca FILE] [--json]
+  default servers: ./data/cluster.json's nodes, else ws://127.0.0.1:7401-7403
+  --ca: PEM CA for wss:// nodes (default $RAFTLOCK_CA, else ./data/tls/ca.pem when it exists)`;
 
 export function httpUrl(wsUrl: string): string {
   return wsUrl.replace(/^ws(s?):\/\//, 'http$1://').replace(/\/+$/, '');
@@ -47,6 +48,7 @@ export async function runStatus(argv: readonly string[]): Promise<number> {
     args: [...argv],
     options: {
       servers: { type: 'string' },
+      ca: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -57,10 +59,11 @@ export async function runStatus(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const servers = values.servers?.split(',').map((server) => server.trim()) ?? defaultServers();
+  const ca = clientCa(values);
   const results = await Promise.all(
     servers.map(async (url) => {
       try {
-        return { url, status: await fetchStatus(url, 2_000), error: null };
+        return { url, status: await fetchStatus(url, 2_000, ca), error: null };
       } catch (error) {
         return { url, status: null, error: (error as Error).message };
       }
