@@ -117,6 +117,7 @@ export class Gateway {
   });
   private watchdog: NodeJS.Timeout | null = null;
   private httpRequests = 0;
+  private metrics: { text(): Promise<string>; readonly contentType: string } | null = null;
   private closing = false;
 
   private constructor(options: GatewayOptions) {
@@ -218,6 +219,11 @@ export class Gateway {
     };
   }
 
+  /** Serves `GET /metrics` from these (src/server/metrics.ts). */
+  serveMetrics(metrics: { text(): Promise<string>; readonly contentType: string }): void {
+    this.metrics = metrics;
+  }
+
   private onHttp(request: IncomingMessage, response: ServerResponse): void {
     if (this.httpRequests >= serverLimits.httpRequestsMax) {
       response.writeHead(503).end();
@@ -234,6 +240,21 @@ export class Gateway {
       case '/status':
         sendJson(response, 200, this.status());
         return;
+      case '/metrics': {
+        const metrics = this.metrics;
+        if (metrics === null) {
+          sendJson(response, 404, { error: { code: 'INVALID_ARGUMENT', message: 'metrics are off' } });
+          return;
+        }
+        metrics.text().then(
+          (text) => response.writeHead(200, { 'content-type': metrics.contentType }).end(text),
+          (error: unknown) => {
+            this.log.warn({ event: 'metrics_failed', err: String(error) }, 'metrics failed');
+            response.writeHead(500).end();
+          },
+        );
+        return;
+      }
       case '/healthz': {
         const status = this.status();
         const healthy = status.leader !== null && !this.closing;

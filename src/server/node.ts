@@ -112,6 +112,11 @@ export interface NodeListener {
   onTableReplaced(): void;
 }
 
+/** Metrics hear what the gateway hears, and how long each Ready took to become durable. */
+export interface NodeObserver extends NodeListener {
+  onPersisted(seconds: number): void;
+}
+
 /** What the node asks the gateway for its liveness reports. */
 export interface HeldConnections {
   /** Whether the gateway holds the session's connection with `epoch` open. */
@@ -215,6 +220,7 @@ export class RaftlockNode {
   private readonly liveness: LivenessClock;
   private table: LockTable;
   private listener: NodeListener | null = null;
+  private observer: NodeObserver | null = null;
 
   private role: SoftState = { role: 'follower', leader: null, term: 0 };
   private persisting = false;
@@ -301,6 +307,10 @@ export class RaftlockNode {
   setListener(listener: NodeListener, held: HeldConnections): void {
     this.listener = listener;
     this.held = held;
+  }
+
+  setObserver(observer: NodeObserver): void {
+    this.observer = observer;
   }
 
   start(): void {
@@ -1019,10 +1029,12 @@ export class RaftlockNode {
         continue;
       }
       this.persisting = true;
+      const persistStartMs = performance.now();
       this.storage.persist(ready).then(
         () =>
           this.guard(() => {
             this.persisting = false;
+            this.observer?.onPersisted((performance.now() - persistStartMs) / 1000);
             this.finishReady(ready);
             this.notifyIdle();
             this.scheduleTurn();
@@ -1067,6 +1079,7 @@ export class RaftlockNode {
     // Whatever waited for a leader, or went to the previous one, goes to this one.
     if (was.role !== soft.role || was.leader !== soft.leader) this.redispatch(nodeClock.now());
     this.listener?.onRoleChanged(soft);
+    this.observer?.onRoleChanged(soft);
   }
 
   private installSnapshot(snapshot: Snapshot): void {
@@ -1083,6 +1096,7 @@ export class RaftlockNode {
     }
     this.log.info({ event: 'snapshot_installed', index: snapshot.meta.index }, 'snapshot installed');
     this.listener?.onTableReplaced();
+    this.observer?.onTableReplaced();
     // Keyed commands inside the snapshot were never applied here: their forward retry gets the table's
     // deduped answer. Openings inside it are checked against the new table.
     this.settleOpenings();
@@ -1118,6 +1132,7 @@ export class RaftlockNode {
         if (effect.kind === 'sessionEnded') this.liveness.forget(effect.session);
       }
       this.listener?.onApplied(entry.index, decoded, output.results, output.effects);
+      this.observer?.onApplied(entry.index, decoded, output.results, output.effects);
       this.settlePending(entry.index, decoded.commands, output.results);
     }
     const proposal = this.proposed.get(entry.index);

@@ -8,6 +8,7 @@ import { PeerTransport } from '../transport/peer-transport.ts';
 import type { NodeConfig } from './config.ts';
 import { Gateway } from './gateway.ts';
 import type { Logger } from './log.ts';
+import { NodeMetrics } from './metrics.ts';
 import { RaftlockNode } from './node.ts';
 
 export interface RaftlockServer {
@@ -77,6 +78,13 @@ export async function startServer(
     reconnectionWindowMs: config.reconnectionWindowMs,
     log,
   });
+  const metrics = new NodeMetrics({
+    status: () => gateway.status(),
+    storage: () => storage.stats(),
+    peers: () => transport.stats().peers,
+  });
+  node.setObserver(metrics);
+  gateway.serveMetrics(metrics);
   node.start();
   log.info(
     {

@@ -1,0 +1,290 @@
+// `GET /metrics`: the node's metrics in Prometheus text format, through prom-client, on a registry of
+// the node's own (several nodes may share a process in tests).
+//
+// Levels (term, indexes, locks held, sessions, queue depths) are read when scraped; events (grants,
+// releases by reason, wait and hold times, expiries, reconnects, elections) are counted from what the
+// node applies and how its role changes, on every node alike — each replica applies every entry, so a
+// scrape of any node shows the cluster's lock traffic. Wait and hold times use the entries' leader
+// timestamps, so every replica measures the same durations. docs/operations.md lists every metric.
+
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { Effect, Entry as LockEntry, Result } from '../locks/index.ts';
+import type { NodeStatus } from '../protocol.ts';
+import type { SoftState } from '../raft/index.ts';
+import type { NodeObserver } from './node.ts';
+
+/** Seconds; lock waits and holds run from milliseconds to hours. */
+const durationBuckets = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 3600];
+/** Seconds; disk writes and Ready round trips. */
+const latencyBuckets = [0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1];
+/** Grants and waits tracked for wait/hold times; beyond, the oldest are forgotten (bounded memory). */
+const trackedMax = 2_000_000;
+
+export interface MetricsSources {
+  readonly status: () => NodeStatus;
+  /** Storage counters (LevelStorage.stats()). */
+  readonly storage: () => {
+    readonly syncsWritten: number;
+    readonly bytesWritten: number;
+    readonly callsQueued: number;
+  };
+  /** Per-peer transport counters (PeerTransport.stats().peers). */
+  readonly peers: () => Readonly<
+    Record<
+      string,
+      {
+        readonly bytesSent: number;
+        readonly bytesReceived: number;
+        readonly queueMessages: number;
+        readonly queueBytes: number;
+        readonly sending: boolean;
+      }
+    >
+  >;
+}
+
+export class NodeMetrics implements NodeObserver {
+  readonly registry = new Registry();
+  private readonly grants: Counter;
+  private readonly releases: Counter<'reason'>;
+  private readonly waitsEnded: Counter<'reason'>;
+  private readonly sessionsOpened: Counter;
+  private readonly sessionsEnded: Counter<'reason'>;
+  private readonly reconnects: Counter;
+  private readonly entriesApplied: Counter;
+  private readonly commandsApplied: Counter;
+  private readonly elections: Counter;
+  private readonly leaderships: Counter;
+  private readonly snapshotsInstalled: Counter;
+  private readonly waitSeconds: Histogram;
+  private readonly holdSeconds: Histogram;
+  private readonly persistSeconds: Histogram;
+  /** `${session} ${name}` → entry time of the first waiting request. */
+  private readonly waitingSince = new Map<string, number>();
+  /** `${name}` → entry time of the grant. */
+  private readonly heldSince = new Map<string, number>();
+  private lastRole = '';
+
+  constructor(sources: MetricsSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
+    const level = (name: string, help: string, read: () => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    level('raftlock_raft_term', 'Current Raft term', () => sources.status().term);
+    level(
+      'raftlock_raft_commit_index',
+      'Highest log index known committed',
+      () => sources.status().commitIndex,
+    );
+    level(
+      'raftlock_raft_applied_index',
+      'Highest log index applied to the lock table',
+      () => sources.status().appliedIndex,
+    );
+    level('raftlock_raft_last_index', 'Last log index', () => sources.status().lastIndex);
+    level(
+      'raftlock_raft_snapshot_index',
+      'Index of the latest snapshot',
+      () => sources.status().snapshotIndex,
+    );
+    level('raftlock_raft_voters', 'Voters in the current membership', () => sources.status().voters.length);
+    level('raftlock_raft_is_leader', '1 on the leader, else 0', () =>
+      sources.status().role === 'leader' ? 1 : 0,
+    );
+    level('raftlock_locks_held', 'Locks held', () => sources.status().locks);
+    level(
+      'raftlock_locks_waiting',
+      'Waiting lock requests (one per session and name)',
+      () => sources.status().waiters,
+    );
+    level('raftlock_sessions_open', 'Sessions the lock table holds', () => sources.status().sessions);
+    level(
+      'raftlock_client_connections',
+      'Client WebSocket connections on this node',
+      () => sources.status().clientConnections,
+    );
+    level(
+      'raftlock_storage_fsyncs',
+      'Synced LevelDB batches written since start',
+      () => sources.storage().syncsWritten,
+    );
+    level(
+      'raftlock_storage_bytes_written',
+      'Bytes written to LevelDB since start',
+      () => sources.storage().bytesWritten,
+    );
+    level(
+      'raftlock_storage_calls_queued',
+      'Writes waiting for the next batch',
+      () => sources.storage().callsQueued,
+    );
+    const peerLevel = (
+      name: string,
+      help: string,
+      read: (peer: ReturnType<MetricsSources['peers']>[string]) => number,
+    ) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['peer'],
+        registers,
+        collect() {
+          for (const [peer, stats] of Object.entries(sources.peers())) this.set({ peer }, read(stats));
+        },
+      });
+    peerLevel('raftlock_transport_bytes_sent', 'Bytes sent to a peer since start', (p) => p.bytesSent);
+    peerLevel(
+      'raftlock_transport_bytes_received',
+      'Bytes received from a peer since start',
+      (p) => p.bytesReceived,
+    );
+    peerLevel('raftlock_transport_queue_messages', 'Messages queued for a peer', (p) => p.queueMessages);
+    peerLevel('raftlock_transport_queue_bytes', 'Bytes queued for a peer', (p) => p.queueBytes);
+    peerLevel('raftlock_transport_link_up', '1 while the sending link to a peer is up', (p) =>
+      p.sending ? 1 : 0,
+    );
+
+    const counter = <L extends string = never>(name: string, help: string, labelNames: L[] = []) =>
+      new Counter<L>({ name, help, labelNames, registers });
+    this.grants = counter('raftlock_lock_grants_total', 'Locks granted');
+    this.releases = counter('raftlock_lock_releases_total', 'Locks released, by reason', ['reason']);
+    this.waitsEnded = counter('raftlock_lock_waits_ended_total', 'Waits ended without a grant, by reason', [
+      'reason',
+    ]);
+    this.sessionsOpened = counter('raftlock_sessions_opened_total', 'Sessions opened');
+    this.sessionsEnded = counter(
+      'raftlock_sessions_ended_total',
+      'Sessions ended, by reason (closed, expired)',
+      ['reason'],
+    );
+    this.reconnects = counter('raftlock_session_reconnects_total', 'Sessions resumed on a new connection');
+    this.entriesApplied = counter('raftlock_raft_entries_applied_total', 'Lock-table entries applied');
+    this.commandsApplied = counter(
+      'raftlock_raft_commands_applied_total',
+      'Commands applied (proposals that committed)',
+    );
+    this.elections = counter(
+      'raftlock_raft_elections_total',
+      'Elections this node started (became candidate)',
+    );
+    this.leaderships = counter('raftlock_raft_leaderships_total', 'Times this node became leader');
+    this.snapshotsInstalled = counter(
+      'raftlock_raft_snapshots_installed_total',
+      'Snapshots installed from the leader',
+    );
+    this.waitSeconds = new Histogram({
+      name: 'raftlock_lock_wait_seconds',
+      help: 'Time from a request starting to wait until its grant',
+      buckets: durationBuckets,
+      registers,
+    });
+    this.holdSeconds = new Histogram({
+      name: 'raftlock_lock_hold_seconds',
+      help: 'Time a lock was held, grant to release',
+      buckets: durationBuckets,
+      registers,
+    });
+    this.persistSeconds = new Histogram({
+      name: 'raftlock_raft_persist_seconds',
+      help: 'Time to make one Ready durable (entries and hard state, one group-committed fsync)',
+      buckets: latencyBuckets,
+      registers,
+    });
+  }
+
+  /** Follows one applied entry (NodeListener.onApplied). */
+  onApplied(_index: number, entry: LockEntry, results: readonly Result[], effects: readonly Effect[]): void {
+    this.entriesApplied.inc();
+    this.commandsApplied.inc(entry.commands.length);
+    for (let i = 0; i < entry.commands.length; i++) {
+      const command = entry.commands[i]!;
+      const result = results[i];
+      if (command.type === 'openSession' && result?.kind === 'opened') this.sessionsOpened.inc();
+      if (command.type === 'reconnect' && result?.kind === 'done') this.reconnects.inc();
+    }
+    const nowMs = entry.timeMs;
+    for (const effect of effects) {
+      switch (effect.kind) {
+        case 'granted': {
+          this.grants.inc();
+          const waitKey = `${effect.session} ${effect.name}`;
+          const since = this.waitingSince.get(waitKey);
+          if (since !== undefined) {
+            this.waitingSince.delete(waitKey);
+            this.waitSeconds.observe(Math.max(0, nowMs - since) / 1000);
+          } else {
+            this.waitSeconds.observe(0);
+          }
+          remember(this.heldSince, effect.name, nowMs);
+          break;
+        }
+        case 'released': {
+          this.releases.inc({ reason: effect.reason });
+          const since = this.heldSince.get(effect.name);
+          if (since !== undefined) {
+            this.heldSince.delete(effect.name);
+            this.holdSeconds.observe(Math.max(0, nowMs - since) / 1000);
+          }
+          break;
+        }
+        case 'waiting': {
+          const waitKey = `${effect.session} ${effect.name}`;
+          if (!this.waitingSince.has(waitKey)) remember(this.waitingSince, waitKey, nowMs);
+          break;
+        }
+        case 'waitEnded':
+          this.waitsEnded.inc({ reason: effect.reason });
+          this.waitingSince.delete(`${effect.session} ${effect.name}`);
+          break;
+        case 'sessionEnded':
+          this.sessionsEnded.inc({ reason: effect.reason });
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  /** NodeListener.onRoleChanged. */
+  onRoleChanged(soft: SoftState): void {
+    if (soft.role === this.lastRole) return;
+    this.lastRole = soft.role;
+    if (soft.role === 'candidate') this.elections.inc();
+    if (soft.role === 'leader') this.leaderships.inc();
+  }
+
+  /** NodeListener.onTableReplaced: durations of what the snapshot replaced are unknown. */
+  onTableReplaced(): void {
+    this.snapshotsInstalled.inc();
+    this.waitingSince.clear();
+    this.heldSince.clear();
+  }
+
+  /** One Ready made durable, in seconds. */
+  onPersisted(seconds: number): void {
+    this.persistSeconds.observe(seconds);
+  }
+
+  async text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
+
+function remember(map: Map<string, number>, key: string, value: number): void {
+  if (map.size >= trackedMax) {
+    const oldest = map.keys().next();
+    if (!oldest.done) map.delete(oldest.value);
+  }
+  map.set(key, value);
+}
