@@ -107,21 +107,25 @@ export class RaftLog {
   /**
    * A follower takes entries that follow (prevIndex, prevTerm), which the caller has already matched.
    * Entries it already holds are skipped; the first conflicting one truncates our tail. Returns the index of
-   * the last entry of the message.
+   * the last entry of the message, and where our tail was cut (0 if it was not).
    */
-  appendAfter(prevIndex: number, entries: readonly Entry[]): number {
+  appendAfter(prevIndex: number, entries: readonly Entry[]): { lastNew: number; truncatedFrom: number } {
     const lastNew = prevIndex + entries.length;
+    let truncatedFrom = 0;
     for (let k = 0; k < entries.length; k++) {
       const entry = entries[k]!;
       assert(entry.index === prevIndex + k + 1, `log: incoming entries not contiguous at ${entry.index}`);
       if (entry.index <= this.compactedIndex) continue;
       const ourTerm = this.term(entry.index);
       if (ourTerm === entry.term) continue;
-      if (ourTerm !== undefined) this.truncateFrom(entry.index);
+      if (ourTerm !== undefined) {
+        this.truncateFrom(entry.index);
+        truncatedFrom = entry.index;
+      }
       for (let j = k; j < entries.length; j++) this.items.push(entries[j]!);
       break;
     }
-    return lastNew;
+    return { lastNew, truncatedFrom };
   }
 
   private truncateFrom(index: number): void {

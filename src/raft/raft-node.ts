@@ -695,7 +695,8 @@ export class RaftNode {
       return;
     }
     if (this.log.matchTerm(m.prevIndex, m.prevTerm)) {
-      const lastNew = this.log.appendAfter(m.prevIndex, m.entries);
+      const { lastNew, truncatedFrom } = this.log.appendAfter(m.prevIndex, m.entries);
+      if (truncatedFrom > 0) this.withdrawAcks(truncatedFrom);
       this.log.commitTo(Math.min(m.commit, lastNew));
       reply({ reject: false, index: lastNew, hintIndex: 0, hintTerm: 0 });
       return;
@@ -780,6 +781,7 @@ export class RaftNode {
       this.log.commitTo(index);
       return;
     }
+    this.withdrawAcks(this.log.committed + 1);
     this.log.restore(snapshot);
     this.restoreCount++;
     this.conf = snapshot.meta.conf;
@@ -1158,6 +1160,17 @@ export class RaftNode {
   }
 
   // ---------------------------------------------------------------- helpers
+
+  /**
+   * Takes back append acknowledgements not yet handed out that cover index `from` or later: the entries they
+   * promise were just replaced before reaching the disk, so after the next write they would be false (§5.3:
+   * a leader may count an ack towards commit). The leader retries; its next append gets a true answer.
+   * Acks already handed out in a Ready are sent only once that Ready's entries are durable, so they stay true.
+   */
+  private withdrawAcks(from: number): void {
+    if (this.messages.length === 0) return;
+    this.messages = this.messages.filter((m) => m.type !== 'appendResp' || m.reject || m.index < from);
+  }
 
   private send(m: Message): void {
     switch (m.type) {

@@ -2,7 +2,14 @@
 // simulator in test/sim covers the same rules under random schedules.
 
 import { describe, expect, it } from 'vitest';
-import { EntryType } from '../../src/raft/index.ts';
+import {
+  createPrng,
+  defaultRaftConfig,
+  type Entry,
+  EntryType,
+  type Message,
+  RaftNode,
+} from '../../src/raft/index.ts';
 import { bytes, LockstepCluster, text } from './harness.ts';
 
 const payloads = (c: LockstepCluster, id: string): string[] =>
@@ -246,5 +253,52 @@ describe('raft core: ReadIndex bounds', () => {
       }
     }
     expect(failures).toEqual(['lost:UNAVAILABLE']);
+  });
+
+  it('C1, C3: an append acknowledgement not yet sent is taken back when a new leader overwrites the entries it covers', () => {
+    // Found by the simulator (7 nodes, mid-write crashes): a follower acked entries of term 1, a term-2
+    // leader overwrote them before the ack left, and the ack went out after a write that no longer held them.
+    const conf = { voters: ['n1', 'n2', 'n3', 'n4', 'n5'], learners: [] };
+    const node = new RaftNode(defaultRaftConfig('n3', createPrng(1)), {
+      hardState: { term: 1, vote: 'n1', commit: 0 },
+      snapshot: { meta: { index: 0, term: 0, conf }, data: new Uint8Array() },
+      entries: [],
+    });
+    const entry = (index: number, term: number): Entry => ({
+      index,
+      term,
+      type: EntryType.normal,
+      data: bytes(`${index}@${term}`),
+    });
+    const append = (
+      from: string,
+      term: number,
+      prevIndex: number,
+      prevTerm: number,
+      entries: Entry[],
+    ): Message => ({
+      type: 'append',
+      from,
+      to: 'n3',
+      term,
+      prevIndex,
+      prevTerm,
+      entries,
+      commit: 0,
+    });
+    node.step(append('n1', 1, 0, 0, [entry(1, 1), entry(2, 1), entry(3, 1)]));
+    // Before any Ready: the term-2 leader n2 replaces 2..3 with its own entry 2.
+    node.step(append('n2', 2, 1, 1, [entry(2, 2)]));
+    const ready = node.ready();
+    expect(ready.entries.map((e) => [e.index, e.term])).toEqual([
+      [1, 1],
+      [2, 2],
+    ]);
+    const acks = [...ready.messagesEarly, ...ready.messages].filter((m) => m.type === 'appendResp');
+    // n1 hears nothing about 2..3 of term 1; n2 hears the truth about its entry.
+    expect(acks.filter((m) => m.to === 'n1' && !m.reject && m.index >= 2)).toEqual([]);
+    expect(
+      acks.filter((m) => m.to === 'n2').map((m) => m.type === 'appendResp' && [m.reject, m.index]),
+    ).toEqual([[false, 2]]);
   });
 });
