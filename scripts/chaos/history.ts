@@ -124,8 +124,8 @@ export function grantsOf(events: readonly HistoryEvent[]): Grant[] {
           const earlier = byKey.get(key);
           if (earlier !== undefined && earlier.release !== null && earlier.release.type !== 'ok') {
             // The unlock of this grant failed and the cluster kept it: this lock() got the same grant
-            // back (S4). One grant in the cluster, so one in the history; counted as a known open bug
-            // (test/chaos/regressions.test.ts), since the client had reported it ended.
+            // back (S4). One grant in the cluster, so one in the history; checkRegrants reports it, since
+            // the client had reported it ended (S6, S10).
             earlier.regrants.push(event.timeMs);
             earlier.release = null;
             earlier.end = null;
