@@ -184,6 +184,12 @@ export function commandKey(command: Command): string | null {
   }
 }
 
+function shiftDeadline(item: Queued, byMs: number): Queued {
+  const command = item.command;
+  if (command.type !== 'acquire' || command.deadlineMs === undefined) return item;
+  return { command: { ...command, deadlineMs: command.deadlineMs + byMs }, done: item.done };
+}
+
 /** Refusals after which a command may go to the (next) leader again: it did not, or may not, apply. */
 function isTransient(code: ErrorCode): boolean {
   return (
@@ -801,9 +807,14 @@ export class RaftlockNode {
 
   private flushProposals(): void {
     if (this.queued.length === 0) return;
-    const queued = this.queued;
+    let queued = this.queued;
     this.queued = [];
-    const timeMs = nodeClock.now();
+    const nowMs = nodeClock.now();
+    // The table's time never goes back, and a former leader's clock may have run ahead of ours: stamp the
+    // entry no earlier than the table's time, and move deadlines (set on our clock) by as much, so a lock
+    // timeout still counts from when it was asked (S14) instead of having passed already.
+    const timeMs = Math.max(nowMs, this.table.nowMs);
+    if (timeMs > nowMs) queued = queued.map((item) => shiftDeadline(item, timeMs - nowMs));
     for (let start = 0; start < queued.length; start += commandsPerBatchMax) {
       const batch = queued.slice(start, start + commandsPerBatchMax);
       this.proposeBatch(timeMs, batch);

@@ -152,13 +152,13 @@ describe('chaos regressions (real processes)', () => {
 
   // Found by `npm run chaos -- --seconds 1200 --nodes 5` (seed 1255184297): 10,638 lock calls failed
   // TIMEOUT, in bursts of ~270 per 5 s lasting about a minute after the nemesis stepped a node's clock
-  // forward (+56.8 s) and restarted it. Open: once a leader whose clock is ahead has committed entries,
-  // the table's time (the largest entry time seen, which never moves back) is ahead of every later
-  // leader's clock, so the deadline a later leader computes (its now + the time left) is already past
-  // and every contended lock(…, {timeoutMs}) fails TIMEOUT at once — until real time catches up (S14).
-  // Skipped, not `it.fails`: it takes ~35 s and needs a few kill -9 rounds to make the skewed node
-  // leader. Remove `.skip` to run it.
-  it.skip('S14: a lock timeout counts from when it was asked after a leader whose clock was 60 s ahead', async () => {
+  // forward (+56.8 s) and restarted it. Once a leader whose clock is ahead has committed entries, the
+  // table's time (the largest entry time seen, which never moves back) is ahead of every later leader's
+  // clock, so the deadline a later leader computed (its now + the time left) was already past and every
+  // contended lock(…, {timeoutMs}) failed TIMEOUT at once — until real time caught up (S14).
+  // Fixed: the leader stamps entries no earlier than the table's time and moves deadlines by as much
+  // (node.ts flushProposals). Takes 10–35 s: a few kill -9 rounds make the skewed node leader.
+  it('S14: a lock timeout counts from when it was asked after a leader whose clock was 60 s ahead', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'raftlock-fwdskew-'));
     chaos = {
       dir,
