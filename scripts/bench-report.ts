@@ -140,7 +140,8 @@ export function chartSvg(rows: readonly Row[], title: string, subtitle: string):
   const right = 90;
   const barHeight = 22;
   const gap = 10;
-  const top = 64;
+  const subtitleLines = subtitle.split('\n');
+  const top = 50 + 18 * subtitleLines.length;
   const height = top + Math.max(1, bars.length) * (barHeight + gap) + 40;
   const maxLog = Math.max(1, ...bars.map((bar) => Math.ceil(Math.log10(Math.max(bar.r, 1 / bar.r)))));
   const plot = width - left - right;
@@ -149,7 +150,9 @@ export function chartSvg(rows: readonly Row[], title: string, subtitle: string):
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, sans-serif" font-size="13">`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
     `<text x="16" y="24" font-size="16" font-weight="600">${escapeXml(title)}</text>`,
-    `<text x="16" y="44" fill="#555">${escapeXml(subtitle)}</text>`,
+    ...subtitleLines.map(
+      (line, i) => `<text x="16" y="${44 + 18 * i}" fill="#555" font-size="12">${escapeXml(line)}</text>`,
+    ),
   ];
   for (let tick = -maxLog; tick <= maxLog; tick++) {
     const tx = x(10 ** tick);

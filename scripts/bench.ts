@@ -346,7 +346,9 @@ writeFileSync(
 );
 process.stdout.write(`\nresults: ${jsonPath}\n`);
 if (chartPath !== undefined) {
-  const subtitle = `${command} — ${machine.cpus} cores, ${startedAt.toISOString().slice(0, 10)}; bar > 1× = raftlock ahead`;
+  const subtitle =
+    `${command}\n${machine.cpus} cores, load average ${machine.loadAverageBefore[0]}–${machine.loadAverageAfter[0]}, ` +
+    `${startedAt.toISOString().slice(0, 10)}; a bar right of 1× means raftlock is ahead`;
   writeFileSync(chartPath, chartSvg(rows, 'raftlock vs etcd, same machine, same run', subtitle));
   process.stdout.write(`chart: ${chartPath}\n`);
 }
