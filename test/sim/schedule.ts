@@ -332,7 +332,10 @@ export function checkLiveness(cluster: Cluster): number {
   const raft = cluster.raftConfig;
   const roundTripTicks =
     Math.ceil((2 * latencyMax + cluster.diskDelay.max) / unitsPerTick) + raft.heartbeatIntervalTicks + 1;
-  const snapshotChunksMax = 8;
+  // A node behind compaction gets the leader's snapshot in chunks, one per round trip: count them from
+  // the largest snapshot any live node holds (the lock table's run to dozens of small chunks), at least 8.
+  const snapshotBytes = Math.max(...cluster.liveIds.map((id) => cluster.core(id).snapshot().data.byteLength));
+  const snapshotChunksMax = Math.max(8, Math.ceil(snapshotBytes / raft.snapshotChunkBytesMax) + 1);
   const shipTicks = (Math.ceil(backlog / raft.entriesPerAppendMax) + snapshotChunksMax) * roundTripTicks;
   const bound = livenessElectionTimeouts * cluster.electionTimeoutTicks + shipTicks;
   let pending: { leader: NodeId; index: number; term: number } | null = null;
@@ -361,7 +364,7 @@ export function checkLiveness(cluster: Cluster): number {
   };
   if (cluster.runUntil(done, bound)) return cluster.tick - start;
   const leader = cluster.leader();
-  const budget = ` (${livenessElectionTimeouts} election timeouts + ${shipTicks} ticks to ship a backlog of ${backlog} entries)`;
+  const budget = ` (${livenessElectionTimeouts} election timeouts + ${shipTicks} ticks to ship a backlog of ${backlog} entries and a snapshot of ${snapshotChunksMax} chunks)`;
   const detail =
     leader === null
       ? `no leader within ${bound} ticks after every fault healed${budget} (terms: ${describeNodes(cluster)})`
