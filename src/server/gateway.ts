@@ -42,6 +42,7 @@ import { clientFrameShape, unpackUntrusted } from '../security/msgpack-guard.ts'
 import { LoginThrottle, TokenBucket } from '../security/throttle.ts';
 import type { UserDirectory } from '../security/users.ts';
 import { nodeClock } from './clock.ts';
+import { type DashboardViews, serveDashboard } from './dashboard.ts';
 import { serverLimits } from './limits.ts';
 import type { Logger } from './log.ts';
 import type { Outcome, RaftlockNode } from './node.ts';
@@ -118,6 +119,7 @@ export class Gateway {
   private watchdog: NodeJS.Timeout | null = null;
   private httpRequests = 0;
   private metrics: { text(): Promise<string>; readonly contentType: string } | null = null;
+  private dashboard: DashboardViews | null = null;
   private closing = false;
 
   private constructor(options: GatewayOptions) {
@@ -224,6 +226,16 @@ export class Gateway {
     this.metrics = metrics;
   }
 
+  /** Serves `GET /` and `GET /dashboard.json` from these (src/server/dashboard.ts). */
+  serveDashboard(views: DashboardViews): void {
+    this.dashboard = views;
+  }
+
+  /** What the dashboard lists next to the lock table: the members' client URLs. */
+  get memberUrls(): ReadonlyMap<string, string> {
+    return this.options.memberUrls;
+  }
+
   private onHttp(request: IncomingMessage, response: ServerResponse): void {
     if (this.httpRequests >= serverLimits.httpRequestsMax) {
       response.writeHead(503).end();
@@ -253,6 +265,16 @@ export class Gateway {
             response.writeHead(500).end();
           },
         );
+        return;
+      }
+      case '/':
+      case '/dashboard.json': {
+        const views = this.dashboard;
+        if (views === null) {
+          sendJson(response, 404, { error: { code: 'INVALID_ARGUMENT', message: 'the dashboard is off' } });
+          return;
+        }
+        serveDashboard({ views, users: this.users, logins: this.logins }, request, response, path);
         return;
       }
       case '/healthz': {

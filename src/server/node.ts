@@ -226,7 +226,8 @@ export class RaftlockNode {
   private readonly liveness: LivenessClock;
   private table: LockTable;
   private listener: NodeListener | null = null;
-  private observer: NodeObserver | null = null;
+  /** Metrics, the dashboard's event feed: each hears what the listener hears. */
+  private readonly observers: NodeObserver[] = [];
 
   private role: SoftState = { role: 'follower', leader: null, term: 0 };
   private persisting = false;
@@ -315,8 +316,8 @@ export class RaftlockNode {
     this.held = held;
   }
 
-  setObserver(observer: NodeObserver): void {
-    this.observer = observer;
+  addObserver(observer: NodeObserver): void {
+    this.observers.push(observer);
   }
 
   start(): void {
@@ -1045,7 +1046,8 @@ export class RaftlockNode {
         () =>
           this.guard(() => {
             this.persisting = false;
-            this.observer?.onPersisted((performance.now() - persistStartMs) / 1000);
+            const persistedSeconds = (performance.now() - persistStartMs) / 1000;
+            for (const observer of this.observers) observer.onPersisted(persistedSeconds);
             this.finishReady(ready);
             this.notifyIdle();
             this.scheduleTurn();
@@ -1090,7 +1092,7 @@ export class RaftlockNode {
     // Whatever waited for a leader, or went to the previous one, goes to this one.
     if (was.role !== soft.role || was.leader !== soft.leader) this.redispatch(nodeClock.now());
     this.listener?.onRoleChanged(soft);
-    this.observer?.onRoleChanged(soft);
+    for (const observer of this.observers) observer.onRoleChanged(soft);
   }
 
   private installSnapshot(snapshot: Snapshot): void {
@@ -1107,7 +1109,7 @@ export class RaftlockNode {
     }
     this.log.info({ event: 'snapshot_installed', index: snapshot.meta.index }, 'snapshot installed');
     this.listener?.onTableReplaced();
-    this.observer?.onTableReplaced();
+    for (const observer of this.observers) observer.onTableReplaced();
     // Keyed commands inside the snapshot were never applied here: their forward retry gets the table's
     // deduped answer. Openings inside it are checked against the new table.
     this.settleOpenings();
@@ -1143,7 +1145,8 @@ export class RaftlockNode {
         if (effect.kind === 'sessionEnded') this.liveness.forget(effect.session);
       }
       this.listener?.onApplied(entry.index, decoded, output.results, output.effects);
-      this.observer?.onApplied(entry.index, decoded, output.results, output.effects);
+      for (const observer of this.observers)
+        observer.onApplied(entry.index, decoded, output.results, output.effects);
       this.settlePending(entry.index, decoded.commands, output.results);
     }
     const proposal = this.proposed.get(entry.index);

@@ -6,6 +6,7 @@ import { UserDirectory } from '../security/users.ts';
 import { LevelStorage } from '../storage/level-storage.ts';
 import { PeerTransport } from '../transport/peer-transport.ts';
 import type { NodeConfig } from './config.ts';
+import { DashboardEvents, DashboardViews } from './dashboard.ts';
 import { Gateway } from './gateway.ts';
 import type { Logger } from './log.ts';
 import { NodeMetrics } from './metrics.ts';
@@ -83,8 +84,18 @@ export async function startServer(
     storage: () => storage.stats(),
     peers: () => transport.stats().peers,
   });
-  node.setObserver(metrics);
+  node.addObserver(metrics);
   gateway.serveMetrics(metrics);
+  const dashboardEvents = new DashboardEvents();
+  node.addObserver(dashboardEvents);
+  gateway.serveDashboard(
+    new DashboardViews(dashboardEvents, () => ({
+      status: gateway.status(),
+      raft: node.raftStatus(),
+      table: node.lockTable,
+      memberUrls: gateway.memberUrls,
+    })),
+  );
   node.start();
   log.info(
     {
