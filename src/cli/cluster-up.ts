@@ -180,6 +180,7 @@ export async function runClusterUp(argv: readonly string[]): Promise<number> {
       `raftlock: local cluster of ${count} node${count === 1 ? '' : 's'} up (config ${file})`,
       ...nodes.map((node) => `  ${node.id}  ${node.url}   status ${httpUrl(node.url)}/status`),
       `  leader: ${leader ?? 'not elected yet'}`,
+      `  dashboard: ${httpUrl(nodes[0]!.url)}/   (an admin user's credentials)   metrics: /metrics`,
       plan.usersFile === undefined
         ? `  user: control / password     Ctrl-C stops the cluster`
         : `  users: ${plan.usersFile}     Ctrl-C stops the cluster`,
