@@ -3,8 +3,8 @@
 
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestCluster } from '../server/harness.ts';
+import { describe, expect, it } from 'vitest';
+import { useTestCluster } from '../server/harness.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -35,19 +35,10 @@ function sequenceIn(output: string, pattern: RegExp): number {
 }
 
 describe('examples/', () => {
-  let cluster: TestCluster;
-
-  beforeAll(async () => {
-    cluster = await TestCluster.create(3);
-    await cluster.waitForLeader(15_000);
-  });
-
-  afterAll(async () => {
-    await cluster?.destroy();
-  });
+  const suite = useTestCluster(3);
 
   it('S3, S7, S8: two-sessions — session 2 waits for lockA and gets it after session 1 releases, with a greater sequence', async () => {
-    const { code, output } = await runExample('two-sessions.ts', cluster.urls);
+    const { code, output } = await runExample('two-sessions.ts', suite.cluster.urls);
     expect(code, output).toBe(0);
     const lines = output.trim().split('\n');
     // Session 2 is granted only once session 1 asked to release (its grant notice may reach session 2
@@ -67,7 +58,7 @@ describe('examples/', () => {
   });
 
   it('S8: fenced-resource — the store rejects the late write that carries the older sequence', async () => {
-    const { code, output } = await runExample('fenced-resource.ts', cluster.urls);
+    const { code, output } = await runExample('fenced-resource.ts', suite.cluster.urls);
     expect(code, output).toBe(0);
     const tokenA = sequenceIn(output, /A holds the lock with token (\d+)/);
     const tokenB = sequenceIn(output, /B holds the lock with token (\d+)/);
@@ -78,7 +69,7 @@ describe('examples/', () => {
   });
 
   it('S2, S7: housekeeping-election — one worker at a time runs the task; each successor has a greater sequence', async () => {
-    const { code, output } = await runExample('housekeeping-election.ts', cluster.urls);
+    const { code, output } = await runExample('housekeeping-election.ts', suite.cluster.urls);
     expect(code, output).toBe(0);
     expect(output).toContain('3 terms, 0 overlaps, sequences increasing: true');
     // The rounds of one term are never interleaved with another worker's.
@@ -89,7 +80,7 @@ describe('examples/', () => {
   });
 
   it('every example runs from the command line through `raftlock`, the package entry', async () => {
-    const { code, output } = await runExample('run-all.ts', cluster.urls);
+    const { code, output } = await runExample('run-all.ts', suite.cluster.urls);
     expect(code, output).toBe(0);
     expect(output).toContain('--- housekeeping-election');
   });

@@ -1,33 +1,23 @@
 // Integration: real `raftlock start` processes on loopback, driven through the client library.
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { connect, type Session, SessionLockScope } from '../../src/client/index.ts';
-import { TestCluster } from './harness.ts';
+import { useTestCluster } from './harness.ts';
 
 const credentials = { principal: 'control', password: 'password' } as const;
 
 describe('a 3-node cluster of real processes', () => {
-  let cluster: TestCluster;
   const sessions: Session[] = [];
+  const suite = useTestCluster(3, { sessions });
   const open = async () => {
-    const session = await connect({ servers: cluster.urls, ...credentials });
+    const session = await connect({ servers: suite.cluster.urls, ...credentials });
     sessions.push(session);
     return session;
   };
 
-  beforeAll(async () => {
-    cluster = await TestCluster.create(3);
-    await cluster.waitForLeader(15_000);
-  });
-
-  afterAll(async () => {
-    for (const session of sessions) await session.close().catch(() => undefined);
-    await cluster?.destroy();
-  });
-
   it('C1: elects one leader, and a client locks and unlocks through it', async () => {
-    const leader = await cluster.waitForLeader();
-    const statuses = await Promise.all(cluster.nodes.map((node) => cluster.status(node.id)));
+    const leader = await suite.cluster.waitForLeader();
+    const statuses = await Promise.all(suite.cluster.nodes.map((node) => suite.cluster.status(node.id)));
     expect(statuses.filter((status) => status?.role === 'leader')).toHaveLength(1);
     for (const status of statuses) expect(status?.leader).toBe(leader);
 
@@ -71,15 +61,15 @@ describe('a 3-node cluster of real processes', () => {
     const waiter = await open();
     const held = await owner.lock('it-failover');
     const waiting = waiter.lock('it-failover');
-    await cluster.waitFor(
+    await suite.cluster.waitFor(
       async () => ((await owner.listLocks({ prefix: 'it-failover' }))[0]?.waiters.length ?? 0) === 1,
       5_000,
       'the wait to be replicated',
     );
-    const oldLeader = await cluster.waitForLeader();
+    const oldLeader = await suite.cluster.waitForLeader();
     const killedAt = Date.now();
-    await cluster.kill(oldLeader);
-    const newLeader = await cluster.waitForLeader(5_000, oldLeader);
+    await suite.cluster.kill(oldLeader);
+    const newLeader = await suite.cluster.waitForLeader(5_000, oldLeader);
     const electionMs = Date.now() - killedAt;
     console.log(`leader ${oldLeader} killed; ${newLeader} leads after ${electionMs} ms`);
     expect(newLeader).not.toBe(oldLeader);
@@ -92,9 +82,9 @@ describe('a 3-node cluster of real processes', () => {
     expect(granted.isOwned()).toBe(true);
     expect(await granted.unlock()).toBe(true);
 
-    cluster.start(oldLeader);
-    await cluster.waitFor(
-      async () => (await cluster.status(oldLeader))?.leader === newLeader,
+    suite.cluster.start(oldLeader);
+    await suite.cluster.waitFor(
+      async () => (await suite.cluster.status(oldLeader))?.leader === newLeader,
       10_000,
       'the old leader to rejoin',
     );
@@ -105,17 +95,17 @@ describe('a 3-node cluster of real processes', () => {
     const waiter = await open();
     const held = await owner.lock('it-durable');
     const waiting = waiter.lock('it-durable');
-    await cluster.waitFor(
+    await suite.cluster.waitFor(
       async () => ((await owner.listLocks({ prefix: 'it-durable' }))[0]?.waiters.length ?? 0) === 1,
       5_000,
       'the wait to be replicated',
     );
-    await Promise.all(cluster.nodes.map((node) => cluster.kill(node.id)));
-    for (const node of cluster.nodes) cluster.start(node.id);
-    await cluster.waitForLeader(15_000);
+    await Promise.all(suite.cluster.nodes.map((node) => suite.cluster.kill(node.id)));
+    for (const node of suite.cluster.nodes) suite.cluster.start(node.id);
+    await suite.cluster.waitForLeader(15_000);
 
     const observer = await open();
-    await cluster.waitFor(
+    await suite.cluster.waitFor(
       async () => {
         const [lock] = await observer.listLocks({ prefix: 'it-durable' }).catch(() => []);
         return lock !== undefined;

@@ -4,51 +4,43 @@
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { connect, type Session, SessionLockScope } from '../../src/client/index.ts';
-import { TestCluster } from './harness.ts';
+import { useTestCluster } from './harness.ts';
 
 const credentials = { principal: 'control', password: 'password' } as const;
 
 describe('clients on a follower', () => {
-  let cluster: TestCluster;
   const sessions: Session[] = [];
+  const suite = useTestCluster(3, { sessions });
   /** Opens a session through exactly one node (no other server to fall back to). */
   const openOn = async (id: string) => {
-    const session = await connect({ servers: [cluster.node(id).url], ...credentials });
+    const session = await connect({ servers: [suite.cluster.node(id).url], ...credentials });
     sessions.push(session);
     return session;
   };
   const followers = async (except: string | null = null) => {
-    const leader = await cluster.waitForLeader(5_000, except);
-    return cluster.nodes.filter((node) => node.id !== leader && node.id !== except && node.process !== null);
+    const leader = await suite.cluster.waitForLeader(5_000, except);
+    return suite.cluster.nodes.filter(
+      (node) => node.id !== leader && node.id !== except && node.process !== null,
+    );
   };
-
-  beforeAll(async () => {
-    cluster = await TestCluster.create(3);
-    await cluster.waitForLeader(15_000);
-  });
-
-  afterAll(async () => {
-    for (const session of sessions) await session.close().catch(() => undefined);
-    await cluster?.destroy();
-  });
 
   it('S9: a client on a follower locks, waits, is granted and unlocks through its follower', async () => {
     const [follower] = await followers();
-    const status = await cluster.status(follower!.id);
+    const status = await suite.cluster.status(follower!.id);
     expect(status?.role).toBe('follower');
     const a = await openOn(follower!.id);
     const b = await openOn(follower!.id);
-    expect((await cluster.status(follower!.id))?.clientConnections).toBeGreaterThanOrEqual(2);
+    expect((await suite.cluster.status(follower!.id))?.clientConnections).toBeGreaterThanOrEqual(2);
     // The node serving these sockets is still a follower: nothing was redirected to the leader.
-    expect((await cluster.status(follower!.id))?.role).toBe('follower');
+    expect((await suite.cluster.status(follower!.id))?.role).toBe('follower');
 
     const held = await a.lock('fw-basic');
     expect(held.getSequence()).toBeGreaterThan(0);
     expect(held.isOwned()).toBe(true);
     const waiting = b.lock('fw-basic');
-    await cluster.waitFor(
+    await suite.cluster.waitFor(
       async () => ((await a.listLocks({ prefix: 'fw-basic' }))[0]?.waiters.length ?? 0) === 1,
       5_000,
       'the wait to be replicated',
@@ -83,7 +75,7 @@ describe('clients on a follower', () => {
   });
 
   it('C2: kill -9 of the leader while a follower-connected client waits → its grant arrives once, on the same connection, with a greater sequence', async () => {
-    const leader = await cluster.waitForLeader();
+    const leader = await suite.cluster.waitForLeader();
     const [follower, other] = await followers();
     const owner = await openOn(other!.id);
     const waiter = await openOn(follower!.id);
@@ -95,14 +87,14 @@ describe('clients on a follower', () => {
       grants.push(lock.getSequence());
       return lock;
     });
-    await cluster.waitFor(
+    await suite.cluster.waitFor(
       async () => ((await waiter.listLocks({ prefix: 'fw-failover' }))[0]?.waiters.length ?? 0) === 1,
       5_000,
       'the wait to be replicated',
     );
 
-    await cluster.kill(leader);
-    const newLeader = await cluster.waitForLeader(5_000, leader);
+    await suite.cluster.kill(leader);
+    const newLeader = await suite.cluster.waitForLeader(5_000, leader);
     expect(newLeader).not.toBe(leader);
 
     // The owner's unlock goes through its node (follower or new leader) to the new leader.
@@ -115,31 +107,31 @@ describe('clients on a follower', () => {
     expect(grants).toEqual([granted.getSequence()]);
     if (follower!.id !== newLeader) {
       // Still served by a follower, over the connection it had before the failover.
-      expect((await cluster.status(follower!.id))?.role).toBe('follower');
+      expect((await suite.cluster.status(follower!.id))?.role).toBe('follower');
     }
     expect(reconnects).toBe(0);
     expect(await granted.unlock()).toBe(true);
 
-    cluster.start(leader);
-    await cluster.waitFor(
-      async () => (await cluster.status(leader))?.leader === newLeader,
+    suite.cluster.start(leader);
+    await suite.cluster.waitFor(
+      async () => (await suite.cluster.status(leader))?.leader === newLeader,
       10_000,
       'the old leader to rejoin',
     );
   });
 
   it('graceful SIGTERM of the leader hands leadership over first; follower clients carry on', async () => {
-    const leader = await cluster.waitForLeader();
+    const leader = await suite.cluster.waitForLeader();
     const [follower] = await followers();
     const session = await openOn(follower!.id);
     let reconnects = 0;
     session.on('reconnecting', () => reconnects++);
     const before = await session.lock('fw-sigterm');
-    await cluster.kill(leader, 'SIGTERM');
-    const newLeader = await cluster.waitForLeader(3_000, leader);
+    await suite.cluster.kill(leader, 'SIGTERM');
+    const newLeader = await suite.cluster.waitForLeader(3_000, leader);
     expect(newLeader).not.toBe(leader);
     // The old leader handed over before it closed anything (no election timeout to wait out).
-    const log = readFileSync(join(cluster.dir, `${leader}.log`), 'utf8');
+    const log = readFileSync(join(suite.cluster.dir, `${leader}.log`), 'utf8');
     expect(log).toMatch(/"event":"leadership_handed_over","ok":true/);
     expect(log.indexOf('"event":"leadership_handed_over"')).toBeLessThan(
       log.lastIndexOf('"event":"node_stopped"'),
@@ -149,6 +141,6 @@ describe('clients on a follower', () => {
     expect(after.getSequence()).toBeGreaterThan(before.getSequence());
     expect(await after.unlock()).toBe(true);
     if (follower!.id !== newLeader) expect(reconnects).toBe(0);
-    cluster.start(leader);
+    suite.cluster.start(leader);
   });
 });

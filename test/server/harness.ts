@@ -1,11 +1,13 @@
 // Real-process clusters for integration tests: one `raftlock start` child per node, on free loopback
-// ports, with a temporary data directory. Every child is killed in `destroy()` (call it in afterAll).
+// ports, with a temporary data directory. Every child is killed in `destroy()` (call it in afterAll), or
+// let `useTestCluster` start one before a file's tests and destroy it after them.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { nodeCommand } from '../../src/cli/cluster-up.ts';
 import { fetchStatus } from '../../src/cli/status.ts';
 import type { NodeStatus } from '../../src/protocol.ts';
@@ -141,4 +143,29 @@ export class TestCluster {
     await Promise.all(this.nodes.map((node) => this.kill(node.id)));
     if (process.env.KEEP_TEST_DATA === undefined) rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * One cluster for the test file that calls this (in its `describe`): created with a leader elected before
+ * the tests, destroyed after them, once every session in `sessions` is closed.
+ */
+export function useTestCluster(
+  size = 3,
+  options: { extraArgs?: readonly string[]; sessions?: readonly { close(): Promise<void> }[] } = {},
+): { readonly cluster: TestCluster } {
+  let cluster: TestCluster | null = null;
+  beforeAll(async () => {
+    cluster = await TestCluster.create(size, options.extraArgs);
+    await cluster.waitForLeader(15_000);
+  });
+  afterAll(async () => {
+    for (const session of options.sessions ?? []) await session.close().catch(() => undefined);
+    await cluster?.destroy();
+  });
+  return {
+    get cluster(): TestCluster {
+      if (cluster === null) throw new Error('useTestCluster: the cluster exists only inside tests');
+      return cluster;
+    },
+  };
 }

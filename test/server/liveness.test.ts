@@ -1,31 +1,21 @@
 // Integration: session liveness across the cluster (C6, S5, S11) with real processes.
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { encode, openConnection } from '../../src/client/connection.ts';
 import { connect, type Session, SessionLockScope } from '../../src/client/index.ts';
-import { TestCluster } from './harness.ts';
+import { useTestCluster } from './harness.ts';
 
 const credentials = { principal: 'control', password: 'password' } as const;
 
 describe('session liveness', () => {
-  let cluster: TestCluster;
   const sessions: Session[] = [];
-
-  beforeAll(async () => {
-    cluster = await TestCluster.create(3);
-    await cluster.waitForLeader(15_000);
-  });
-
-  afterAll(async () => {
-    for (const session of sessions) await session.close().catch(() => undefined);
-    await cluster?.destroy();
-  });
+  const suite = useTestCluster(3, { sessions });
 
   it('C6, S5, S11: a silent client loses its connection locks after ~2 s and its session locks only after its reconnection window', async () => {
-    const leader = await cluster.waitForLeader();
+    const leader = await suite.cluster.waitForLeader();
     // A raw client that opens a session, takes two locks, then never speaks again.
     const silent = await openConnection(
-      cluster.node(leader).url,
+      suite.cluster.node(leader).url,
       { ...credentials, reconnectionWindowMs: 2_000 },
       2_000,
     );
@@ -52,9 +42,9 @@ describe('session liveness', () => {
     );
     const silentAt = Date.now();
 
-    const waiter = await connect({ servers: cluster.urls, ...credentials });
+    const waiter = await connect({ servers: suite.cluster.urls, ...credentials });
     sessions.push(waiter);
-    await cluster.waitFor(
+    await suite.cluster.waitFor(
       async () =>
         (await waiter.listLocks({ prefix: 'lv-' })).every((lock) => lock.owner === silentId) &&
         (await waiter.listLocks({ prefix: 'lv-' })).length === 2,
@@ -82,7 +72,7 @@ describe('session liveness', () => {
   });
 
   it('C6: a client whose connection drops resumes its session by itself and keeps its session locks', async () => {
-    const session = await connect({ servers: cluster.urls, ...credentials });
+    const session = await connect({ servers: suite.cluster.urls, ...credentials });
     sessions.push(session);
     const keep = await session.lock('lv-keep');
     const drop = await session.lock('lv-drop', SessionLockScope.UNLOCK_ON_CONNECTION_LOSS);

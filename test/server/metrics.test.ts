@@ -2,9 +2,9 @@
 // and event-loop metrics, and lock traffic counted alike on every replica.
 
 import { connect, SessionLockScope } from 'raftlock';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { httpUrl } from '../../src/cli/status.ts';
-import { TestCluster } from './harness.ts';
+import { useTestCluster } from './harness.ts';
 
 const credentials = { principal: 'control', password: 'password' } as const;
 
@@ -23,21 +23,12 @@ async function scrape(url: string): Promise<{ type: string | null; values: Map<s
 }
 
 describe('GET /metrics', () => {
-  let cluster: TestCluster;
-
-  beforeAll(async () => {
-    cluster = await TestCluster.create(3);
-    await cluster.waitForLeader(15_000);
-  });
-
-  afterAll(async () => {
-    await cluster?.destroy();
-  });
+  const suite = useTestCluster(3);
 
   it('counts grants, releases by reason, wait and hold times, sessions — the same on every replica', async () => {
-    const before = await scrape(cluster.urls[0]!);
-    const a = await connect({ servers: cluster.urls, ...credentials });
-    const b = await connect({ servers: cluster.urls, ...credentials });
+    const before = await scrape(suite.cluster.urls[0]!);
+    const a = await connect({ servers: suite.cluster.urls, ...credentials });
+    const b = await connect({ servers: suite.cluster.urls, ...credentials });
     const held = await a.lock('metrics-x');
     const waiting = b.lock('metrics-x', SessionLockScope.UNLOCK_ON_SESSION_LOSS);
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -46,11 +37,11 @@ describe('GET /metrics', () => {
     await second.unlock();
     await Promise.all([a.close(), b.close()]);
     // Every replica has applied it all once its applied index reaches the leader's commit.
-    const leader = await cluster.waitForLeader();
-    const target = (await cluster.status(leader))!.commitIndex;
-    await cluster.waitFor(
+    const leader = await suite.cluster.waitForLeader();
+    const target = (await suite.cluster.status(leader))!.commitIndex;
+    await suite.cluster.waitFor(
       async () =>
-        (await Promise.all(cluster.nodes.map((n) => cluster.status(n.id)))).every(
+        (await Promise.all(suite.cluster.nodes.map((n) => suite.cluster.status(n.id)))).every(
           (s) => (s?.appliedIndex ?? 0) >= target,
         ),
       10_000,
@@ -59,7 +50,7 @@ describe('GET /metrics', () => {
 
     const delta = (after: Map<string, number>, key: string) =>
       (after.get(key) ?? 0) - (before.values.get(key) ?? 0);
-    for (const url of cluster.urls) {
+    for (const url of suite.cluster.urls) {
       const { type, values } = await scrape(url);
       expect(type).toContain('text/plain');
       expect(values.get('raftlock_raft_term')).toBeGreaterThan(0);
@@ -81,7 +72,7 @@ describe('GET /metrics', () => {
       expect(values.has('nodejs_eventloop_lag_p99_seconds')).toBe(true);
     }
     const leaders = await Promise.all(
-      cluster.urls.map(async (url) => (await scrape(url)).values.get('raftlock_raft_is_leader')),
+      suite.cluster.urls.map(async (url) => (await scrape(url)).values.get('raftlock_raft_is_leader')),
     );
     expect(leaders.filter((value) => value === 1)).toHaveLength(1);
   });
