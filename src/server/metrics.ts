@@ -64,9 +64,13 @@ export class NodeMetrics implements NodeObserver {
   /** `${name}` → entry time of the grant. */
   private readonly heldSince = new Map<string, number>();
   private lastRole = '';
+  /** The node's status and storage counters, read once per scrape rather than once per gauge. */
+  private scraped: { status: NodeStatus; storage: ReturnType<MetricsSources['storage']> } | null = null;
 
-  constructor(sources: MetricsSources) {
+  constructor(private readonly sources: MetricsSources) {
     const registers = [this.registry];
+    const status = () => this.scraped?.status ?? sources.status();
+    const storage = () => this.scraped?.storage ?? sources.storage();
     collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
     const level = (name: string, help: string, read: () => number) =>
       new Gauge({
@@ -77,54 +81,40 @@ export class NodeMetrics implements NodeObserver {
           this.set(read());
         },
       });
-    level('raftlock_raft_term', 'Current Raft term', () => sources.status().term);
-    level(
-      'raftlock_raft_commit_index',
-      'Highest log index known committed',
-      () => sources.status().commitIndex,
-    );
+    level('raftlock_raft_term', 'Current Raft term', () => status().term);
+    level('raftlock_raft_commit_index', 'Highest log index known committed', () => status().commitIndex);
     level(
       'raftlock_raft_applied_index',
       'Highest log index applied to the lock table',
-      () => sources.status().appliedIndex,
+      () => status().appliedIndex,
     );
-    level('raftlock_raft_last_index', 'Last log index', () => sources.status().lastIndex);
-    level(
-      'raftlock_raft_snapshot_index',
-      'Index of the latest snapshot',
-      () => sources.status().snapshotIndex,
-    );
-    level('raftlock_raft_voters', 'Voters in the current membership', () => sources.status().voters.length);
-    level('raftlock_raft_is_leader', '1 on the leader, else 0', () =>
-      sources.status().role === 'leader' ? 1 : 0,
-    );
-    level('raftlock_locks_held', 'Locks held', () => sources.status().locks);
+    level('raftlock_raft_last_index', 'Last log index', () => status().lastIndex);
+    level('raftlock_raft_snapshot_index', 'Index of the latest snapshot', () => status().snapshotIndex);
+    level('raftlock_raft_voters', 'Voters in the current membership', () => status().voters.length);
+    level('raftlock_raft_is_leader', '1 on the leader, else 0', () => (status().role === 'leader' ? 1 : 0));
+    level('raftlock_locks_held', 'Locks held', () => status().locks);
     level(
       'raftlock_locks_waiting',
       'Waiting lock requests (one per session and name)',
-      () => sources.status().waiters,
+      () => status().waiters,
     );
-    level('raftlock_sessions_open', 'Sessions the lock table holds', () => sources.status().sessions);
+    level('raftlock_sessions_open', 'Sessions the lock table holds', () => status().sessions);
     level(
       'raftlock_client_connections',
       'Client WebSocket connections on this node',
-      () => sources.status().clientConnections,
+      () => status().clientConnections,
     );
     level(
       'raftlock_storage_fsyncs',
       'Synced LevelDB batches written since start',
-      () => sources.storage().syncsWritten,
+      () => storage().syncsWritten,
     );
     level(
       'raftlock_storage_bytes_written',
       'Bytes written to LevelDB since start',
-      () => sources.storage().bytesWritten,
+      () => storage().bytesWritten,
     );
-    level(
-      'raftlock_storage_calls_queued',
-      'Writes waiting for the next batch',
-      () => sources.storage().callsQueued,
-    );
+    level('raftlock_storage_calls_queued', 'Writes waiting for the next batch', () => storage().callsQueued);
     const peerLevel = (
       name: string,
       help: string,
@@ -273,7 +263,12 @@ export class NodeMetrics implements NodeObserver {
   }
 
   async text(): Promise<string> {
-    return this.registry.metrics();
+    this.scraped = { status: this.sources.status(), storage: this.sources.storage() };
+    try {
+      return await this.registry.metrics();
+    } finally {
+      this.scraped = null;
+    }
   }
 
   get contentType(): string {
