@@ -294,6 +294,11 @@ export class RaftNode {
       snapshot === null ? Math.min(this.log.committed, this.log.stableIndex) : this.log.applied;
     const committedEntries =
       appliedTo > this.log.applied ? this.log.slice(this.log.applied + 1, appliedTo + 1) : [];
+    // The Ready contract lets a driver apply these before it writes this Ready: they must be durable already.
+    assert(
+      committedEntries.length === 0 || (snapshot === null && appliedTo <= this.log.stableIndex),
+      `raft ${this.id}: handing out committed entries up to ${appliedTo} that are not durable`,
+    );
 
     const hardState = this.hardState();
     const softState = this.softState();
@@ -325,6 +330,24 @@ export class RaftNode {
     this.readStates = [];
     this.readFailures = [];
     return ready;
+  }
+
+  /**
+   * A leader's own messages since the last Ready (appends, heartbeats, snapshot chunks, TimeoutNow, ReadIndex
+   * answers), with a pending broadcast of new proposals built first, for sending now — allowed while a Ready
+   * is out. They promise nothing about this node's disk (see `send`), so a leader writing one Ready can
+   * already replicate the entries proposed after it; its own copy of them goes into the next Ready. Only
+   * what promises durability (`messages`) must wait for the write.
+   */
+  takeEarlyMessages(): readonly Message[] {
+    if (this.role === 'leader' && this.broadcastPending) {
+      this.broadcastPending = false;
+      this.broadcastAppend();
+    }
+    if (this.messagesEarly.length === 0) return [];
+    const early = this.messagesEarly;
+    this.messagesEarly = [];
+    return early;
   }
 
   advance(): void {

@@ -192,6 +192,10 @@ export interface SoftState {
  * 3. send `messages` (votes and acknowledgements that promise what step 2 made durable);
  * 4. restore `snapshot` into the state machine, then apply `committedEntries` in order;
  * 5. call `advance()`.
+ * `committedEntries` are always durable here before this Ready (at or below the index earlier Readys made
+ * stable, never among this Ready's `entries`), and a Ready with a `snapshot` has none. So a driver may apply
+ * them before step 2 instead, while the new entries are written (Raft thesis §10.2.1): committed and
+ * durable, they survive its crash either way.
  * The core may be stepped and ticked while the driver works on a Ready; the next Ready comes after `advance()`.
  */
 export interface Ready {

@@ -1006,14 +1006,19 @@ export class RaftlockNode {
       this.guard(() => {
         if (this.stopped) return;
         this.flushForwards();
-        // Commits first: a Ready that only moves the commit index needs no disk wait (storage's MustSync
-        // rule), so what committed is applied and answered now instead of after the fsync of the new
-        // entries proposed below. Proposals wait while a Ready is on disk: the core could not send them
-        // before advance() anyway, and the next Ready takes them all at once.
-        this.drive();
-        if (!this.persisting) this.flushProposals();
+        // Proposals first, then one Ready: its committed entries are applied and answered before the new
+        // entries' fsync (they are durable here already, see drive), and one append per follower carries
+        // both the new entries and the new commit index. While a Ready is on disk the leader still proposes
+        // and replicates at once (takeEarlyMessages): followers write the new entries while it writes the
+        // last ones, and its own copy goes into the next Ready.
+        this.flushProposals();
         this.flushReads();
         this.drive();
+        if (this.persisting) {
+          const early = this.core.takeEarlyMessages();
+          if (early.length > 0) this.transport.send(early);
+        }
+        this.transport.flushQueued();
       });
     });
   }
@@ -1031,6 +1036,10 @@ export class RaftlockNode {
       const ready = this.core.ready();
       if (ready.softState !== null) this.onSoftState(ready.softState);
       if (ready.messagesEarly.length > 0) this.transport.send(ready.messagesEarly);
+      // Committed entries are durable here already (the core hands out only entries at or below what earlier
+      // Readys made durable), so they are applied and answered now, while this Ready's new entries go to
+      // disk — not one fsync later. A Ready with a snapshot has none: they would follow the restore.
+      if (ready.snapshot === null) this.applyCommitted(ready);
       if (ready.snapshot === null && ready.entries.length === 0 && ready.hardState === null) {
         this.finishReady(ready);
         continue;
@@ -1049,6 +1058,7 @@ export class RaftlockNode {
             const persistedSeconds = (performance.now() - persistStartMs) / 1000;
             for (const observer of this.observers) observer.onPersisted(persistedSeconds);
             this.finishReady(ready);
+            this.transport.flushQueued();
             this.notifyIdle();
             this.scheduleTurn();
           }),
@@ -1059,11 +1069,17 @@ export class RaftlockNode {
     this.notifyIdle();
   }
 
-  /** Steps 3–5 of the Ready contract, once step 2 is durable. */
+  private applyCommitted(ready: Ready): void {
+    for (const entry of ready.committedEntries) this.applyEntry(entry);
+  }
+
+  /** Steps 3–5 of the Ready contract, once step 2 is durable (committed entries were applied before it). */
   private finishReady(ready: Ready): void {
     if (ready.messages.length > 0 && !this.stopped) this.transport.send(ready.messages);
-    if (ready.snapshot !== null) this.installSnapshot(ready.snapshot);
-    for (const entry of ready.committedEntries) this.applyEntry(entry);
+    if (ready.snapshot !== null) {
+      assert(ready.committedEntries.length === 0, 'node: a Ready with a snapshot also has entries to apply');
+      this.installSnapshot(ready.snapshot);
+    }
     this.settleReads(ready);
     this.core.advance();
     const applied = this.core.status().applied;

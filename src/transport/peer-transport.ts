@@ -486,6 +486,17 @@ export class PeerTransport {
     return true;
   }
 
+  /**
+   * Sends what is queued now instead of at the end of the event-loop turn. The node calls it once a turn's
+   * work is done (so the turn's messages still share frames) and before it waits on its disk: a leader's
+   * appends then leave while its own fsync runs, not one loop iteration later.
+   */
+  flushQueued(): void {
+    for (const peer of this.peers.values()) {
+      if (peer.queueHead < peer.queue.length) this.flush(peer);
+    }
+  }
+
   private scheduleFlush(peer: Peer): void {
     if (peer.flushScheduled) return;
     peer.flushScheduled = true;

@@ -35,6 +35,7 @@ export type CheckName =
   | 'membership agreement'
   | 'read linearizability'
   | 'persist before acknowledge'
+  | 'apply only durable entries'
   | 'commit durable on a quorum'
   | 'commit only current-term entries'
   | 'liveness'
@@ -425,6 +426,15 @@ export class Checker {
       this.fail(
         'state machine safety',
         `${node.id} applies entry ${entry.index} right after ${node.machine.index}`,
+      );
+    }
+    // Drivers apply committed entries before the Ready's own write (src/raft/types.ts): that is safe only
+    // because the core hands out nothing that is not on this node's disk already.
+    const durableTerm = node.storage.durableTermAt(entry.index);
+    if (durableTerm !== entry.term && entry.index > node.storage.durableSnapshotIndex()) {
+      this.fail(
+        'apply only durable entries',
+        `${node.id} applies entry ${entry.index} (term ${entry.term}) but its disk holds ${durableTerm === undefined ? 'no entry' : `term ${durableTerm}`} there`,
       );
     }
     this.noteCommitted(node, entry, status, 'its committed entries');

@@ -4,8 +4,9 @@
 // virtual time run in the order they were scheduled, so a seed replays bit for bit.
 //
 // The driver follows the Ready contract of src/raft/types.ts to the letter:
-//   ready() → send messagesEarly → start the disk write → (fsync completes, simulated delay) →
-//   send messages → restore the snapshot, apply committedEntries → advance().
+//   ready() → send messagesEarly → apply committedEntries (durable already; the node does this too) →
+//   start the disk write → (fsync completes, simulated delay) → send messages → restore the snapshot →
+//   advance().
 // The core keeps being ticked and stepped while a write is in flight; the next Ready waits for
 // advance(). A crash throws away the writes whose fsync had not completed.
 
@@ -128,6 +129,8 @@ class NodeSlot implements CheckedNode {
   /** The Ready's write completed while the node was paused; finish it on resume. */
   finishOnResume = false;
   inflight: Inflight | null = null;
+  /** A committed conf change was applied before this Ready's write (reported to the checker after advance()). */
+  confChangedEarly = false;
   /** Crash (and restart after this many ticks) halfway through the next disk write, if set. */
   crashMidWriteDownFor: number | null = null;
   lastSnapshotIndex = 0;
@@ -225,6 +228,8 @@ export class Cluster {
   private readonly slots: NodeSlot[] = [];
   private readonly byId = new Map<NodeId, NodeSlot>();
   private readonly diskRandom: () => number;
+  /** Whether a leader sends its early messages while a write is out, event by event. */
+  private readonly earlyRandom: () => number;
   private readonly workloadRandom: () => number;
   private readonly clockRandom: () => number;
   private readonly raftOverrides: Partial<RaftConfig>;
@@ -255,6 +260,7 @@ export class Cluster {
       createPrng(deriveSeed(this.seed, Stream.network)),
     );
     this.diskRandom = createPrng(deriveSeed(this.seed, Stream.disk));
+    this.earlyRandom = createPrng(deriveSeed(this.seed, Stream.disk, 1));
     this.workloadRandom = createPrng(deriveSeed(this.seed, Stream.workload));
     this.clockRandom = createPrng(deriveSeed(this.seed, Stream.clocks));
     this.diskDelayMin = options.diskDelayMin ?? 1;
@@ -500,6 +506,10 @@ export class Cluster {
   /** Handles Readys until the node waits on its disk, then runs the checkers on it. */
   private settle(slot: NodeSlot): void {
     this.drive(slot);
+    // While a write is out, a leader may already send what it produced since (the node does, every turn).
+    if (slot.state === 'up' && !slot.paused && slot.inflight !== null && this.earlyRandom() < 0.5) {
+      for (const message of slot.core.takeEarlyMessages()) this.send(slot, message);
+    }
     if (slot.state === 'up') slot.status = this.checker.observe(slot);
   }
 
@@ -509,6 +519,8 @@ export class Cluster {
       this.trace(() => `${slot.id} ready: ${describeReady(ready)}`);
       this.checker.onReady(slot, ready);
       for (const message of ready.messagesEarly) this.send(slot, message);
+      // The contract lets committed entries be applied before the write: they are durable already.
+      slot.confChangedEarly = ready.snapshot === null && this.applyCommitted(slot, ready);
       const needsWrite = ready.snapshot !== null || ready.entries.length > 0 || ready.hardState !== null;
       if (!needsWrite) {
         slot.inflight = { ready, writeId: 0 };
@@ -530,22 +542,11 @@ export class Cluster {
     }
   }
 
-  private flushDisk(slot: NodeSlot): void {
-    if (slot.storage.flushUntil(this.now).length > 0) this.checker.onDurable(slot);
-  }
-
-  /** Steps 3–5 of the Ready contract, once the write is durable. */
-  private finishReady(slot: NodeSlot): void {
-    const { ready } = slot.inflight!;
-    for (const message of ready.messages) this.send(slot, message);
-    const status = ready.committedEntries.length > 0 ? slot.core.status() : slot.status!;
-    let confChanged = ready.snapshot !== null;
-    if (ready.snapshot !== null) {
-      slot.machine.restore(ready.snapshot);
-      this.checker.onRestore(slot, ready.snapshot);
-      slot.lastSnapshotIndex = ready.snapshot.meta.index;
-      this.stats.snapshotsInstalled++;
-    }
+  /** Applies the Ready's committed entries; true when one of them changed the membership. */
+  private applyCommitted(slot: NodeSlot, ready: Ready): boolean {
+    if (ready.committedEntries.length === 0) return false;
+    const status = slot.core.status();
+    let confChanged = false;
     for (const entry of ready.committedEntries) {
       this.checker.onApply(slot, entry, status);
       slot.machine.apply(entry);
@@ -554,6 +555,26 @@ export class Cluster {
         confChanged = true;
         this.onConfChangeApplied(entry);
       }
+    }
+    return confChanged;
+  }
+
+  private flushDisk(slot: NodeSlot): void {
+    if (slot.storage.flushUntil(this.now).length > 0) this.checker.onDurable(slot);
+  }
+
+  /** Steps 3–5 of the Ready contract, once the write is durable. */
+  private finishReady(slot: NodeSlot): void {
+    const { ready } = slot.inflight!;
+    for (const message of ready.messages) this.send(slot, message);
+    let confChanged = ready.snapshot !== null || slot.confChangedEarly;
+    slot.confChangedEarly = false;
+    if (ready.snapshot !== null) {
+      assert(ready.committedEntries.length === 0, `${slot.id}: a Ready with a snapshot and entries to apply`);
+      slot.machine.restore(ready.snapshot);
+      this.checker.onRestore(slot, ready.snapshot);
+      slot.lastSnapshotIndex = ready.snapshot.meta.index;
+      this.stats.snapshotsInstalled++;
     }
     for (const read of ready.readStates) {
       this.checker.onReadState(slot.id, read);
