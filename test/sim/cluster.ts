@@ -567,7 +567,7 @@ export class Cluster {
   private finishReady(slot: NodeSlot): void {
     const { ready } = slot.inflight!;
     for (const message of ready.messages) this.send(slot, message);
-    let confChanged = ready.snapshot !== null || slot.confChangedEarly;
+    const confChanged = ready.snapshot !== null || slot.confChangedEarly;
     slot.confChangedEarly = false;
     if (ready.snapshot !== null) {
       assert(ready.committedEntries.length === 0, `${slot.id}: a Ready with a snapshot and entries to apply`);
