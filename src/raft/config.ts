@@ -16,6 +16,7 @@ export const raftDefaults = {
   learnerCatchUpLagMax: 1000,
   checkQuorum: true,
   preVote: true,
+  deferCommitBroadcast: false,
 } as const;
 
 export function defaultRaftConfig(

@@ -92,6 +92,8 @@ export class RaftNode {
   private pendingConfIndex = 0;
   /** Leader: appends should go out to followers when the driver next asks for a Ready. */
   private broadcastPending = false;
+  /** The commit index moved since the last broadcast, which waits for `broadcastCommit()` (deferCommitBroadcast). */
+  private commitUnsent = false;
 
   private readRound = 0;
   private pendingReads: PendingRead[] = [];
@@ -333,6 +335,16 @@ export class RaftNode {
   }
 
   /**
+   * With `deferCommitBroadcast`: sends the commit index to every follower now (in the next Ready, or at once
+   * through `takeEarlyMessages()`) instead of with the next append or heartbeat. No-op when nothing waits.
+   */
+  broadcastCommit(): void {
+    if (this.role !== 'leader' || !this.commitUnsent) return;
+    this.commitUnsent = false;
+    this.broadcastPending = true;
+  }
+
+  /**
    * A leader's own messages since the last Ready (appends, heartbeats, snapshot chunks, TimeoutNow, ReadIndex
    * answers), with a pending broadcast of new proposals built first, for sending now — allowed while a Ready
    * is out. They promise nothing about this node's disk (see `send`), so a leader writing one Ready can
@@ -361,7 +373,7 @@ export class RaftNode {
       for (const entry of handed.confChanges) this.applyConfChange(decodeConfChange(entry.data));
       this.log.applied = handed.appliedTo;
     }
-    if (this.role === 'leader' && this.maybeCommit()) this.broadcastPending = true;
+    if (this.role === 'leader' && this.maybeCommit()) this.commitAdvanced();
   }
 
   // ---------------------------------------------------------------- inspection
@@ -466,6 +478,7 @@ export class RaftNode {
     this.progress.clear();
     this.leadTransferee = null;
     this.broadcastPending = false;
+    this.commitUnsent = false;
     this.readsAwaitingCommit = [];
   }
 
@@ -856,7 +869,7 @@ export class RaftNode {
     }
     if (pr.state === 'probe') pr.becomeReplicate();
     else if (pr.state === 'snapshot' && pr.match >= (pr.snapshot?.meta.index ?? 0)) pr.becomeProbe();
-    if (this.maybeCommit()) this.broadcastPending = true;
+    if (this.maybeCommit()) this.commitAdvanced();
     else this.sendAppend(m.from, pr, false);
     if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) {
       this.send({ type: 'timeoutNow', from: this.id, to: m.from, term: this.term });
@@ -897,7 +910,7 @@ export class RaftNode {
     if (m.done) {
       pr.maybeUpdate(m.snapshotIndex);
       pr.becomeProbe();
-      if (this.maybeCommit()) this.broadcastPending = true;
+      if (this.maybeCommit()) this.commitAdvanced();
       this.sendAppend(m.from, pr, false);
       return;
     }
@@ -926,7 +939,13 @@ export class RaftNode {
   }
 
   private broadcastAppend(): void {
+    this.commitUnsent = false;
     for (const [id, pr] of this.progress) this.sendAppend(id, pr, true);
+  }
+
+  private commitAdvanced(): void {
+    if (this.config.deferCommitBroadcast) this.commitUnsent = true;
+    else this.broadcastPending = true;
   }
 
   /**

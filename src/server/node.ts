@@ -249,6 +249,8 @@ export class RaftlockNode {
   private readsPending = 0;
   private readCounter = 0;
   private held: HeldConnections = { holds: () => false, list: () => [] };
+  /** Leader: an entry applied in this Ready may have another node waiting for it (noteWaiters). */
+  private commitWanted = false;
 
   private readonly pending = new Map<string, Pending>();
   private readonly openings = new Set<Pending>();
@@ -282,6 +284,9 @@ export class RaftlockNode {
       defaultRaftConfig(this.id, random, {
         electionTimeoutTicks: this.timing.electionTimeoutTicks,
         heartbeatIntervalTicks: this.timing.heartbeatIntervalTicks,
+        // A commit goes to the followers at once only when one may wait for it (commitWanted); otherwise
+        // with the next append or heartbeat — no empty append and acknowledgement per follower per commit.
+        deferCommitBroadcast: true,
       }),
       state,
     );
@@ -1040,6 +1045,13 @@ export class RaftlockNode {
       // Readys made durable), so they are applied and answered now, while this Ready's new entries go to
       // disk — not one fsync later. A Ready with a snapshot has none: they would follow the restore.
       if (ready.snapshot === null) this.applyCommitted(ready);
+      if (this.commitWanted) {
+        // Another node waits for what just committed (see noteWaiters): tell the followers now.
+        this.commitWanted = false;
+        this.core.broadcastCommit();
+        const early = this.core.takeEarlyMessages();
+        if (early.length > 0) this.transport.send(early);
+      }
       if (ready.snapshot === null && ready.entries.length === 0 && ready.hardState === null) {
         this.finishReady(ready);
         continue;
@@ -1067,6 +1079,31 @@ export class RaftlockNode {
       return;
     }
     this.notifyIdle();
+  }
+
+  /**
+   * Leader: whether another node may wait for this entry — its gateway answers a forwarded command, or
+   * sends a notice, only once it applies the entry itself. Then the commit is broadcast at once (see drive);
+   * when every session involved is connected here, it travels with the next append or heartbeat instead.
+   */
+  private noteWaiters(entry: LockEntry, effects: readonly Effect[]): void {
+    for (const command of entry.commands) {
+      if (command.type === 'openSession' || !this.sessionHeldHere(command.session)) {
+        this.commitWanted = true;
+        return;
+      }
+    }
+    for (const effect of effects) {
+      if (!this.sessionHeldHere(effect.session)) {
+        this.commitWanted = true;
+        return;
+      }
+    }
+  }
+
+  private sessionHeldHere(session: number): boolean {
+    const record = this.sessions.get(session);
+    return record !== undefined && this.held.holds(session, record.epoch);
   }
 
   private applyCommitted(ready: Ready): void {
@@ -1160,10 +1197,13 @@ export class RaftlockNode {
         this.sessions.onEffect(effect);
         if (effect.kind === 'sessionEnded') this.liveness.forget(effect.session);
       }
+      if (this.role.role === 'leader' && !this.commitWanted) this.noteWaiters(decoded, output.effects);
       this.listener?.onApplied(entry.index, decoded, output.results, output.effects);
       for (const observer of this.observers)
         observer.onApplied(entry.index, decoded, output.results, output.effects);
       this.settlePending(entry.index, decoded.commands, output.results);
+    } else if (this.role.role === 'leader') {
+      this.commitWanted = true; // a no-op or a membership change: rare, and followers act on both
     }
     const proposal = this.proposed.get(entry.index);
     if (proposal === undefined) return;

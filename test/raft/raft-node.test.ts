@@ -302,3 +302,80 @@ describe('raft core: ReadIndex bounds', () => {
     ).toEqual([[false, 2]]);
   });
 });
+
+describe('raft core: pipelining and commit propagation', () => {
+  /** Runs one member's Ready by hand: returns it, makes it durable and applied, advances. */
+  const runReady = (c: LockstepCluster, id: string) => {
+    const m = c.get(id);
+    const rd = m.node.ready();
+    if (rd.entries.length > 0) {
+      const first = rd.entries[0]!.index;
+      m.durable.entries = m.durable.entries.filter((e) => e.index < first).concat(rd.entries);
+    }
+    if (rd.hardState) m.durable.hardState = rd.hardState;
+    m.applied.push(...rd.committedEntries);
+    m.node.advance();
+    return rd;
+  };
+
+  it('C1: with deferCommitBroadcast a commit travels with the next append or heartbeat, or at once on broadcastCommit()', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3'], 1, { deferCommitBroadcast: true });
+    const leader = c.elect();
+    c.settle();
+    c.tick(2);
+    const id = leader.status().id;
+    const followers = ['n1', 'n2', 'n3'].filter((f) => f !== id);
+    expect(leader.propose(bytes('a')).ok).toBe(true);
+    // The leader writes and sends the entry; the followers write it and acknowledge.
+    const appends = runReady(c, id).messagesEarly;
+    for (const m of appends) c.get(m.to).node.step(m);
+    for (const f of followers) for (const m of runReady(c, f).messages) leader.step(m);
+    // Committed and applied on the leader, but no empty append carries the commit to the followers.
+    const commitReady = runReady(c, id);
+    expect(commitReady.committedEntries.map((e) => new TextDecoder().decode(e.data))).toEqual(['a']);
+    expect(commitReady.messagesEarly.filter((m) => m.type === 'append')).toEqual([]);
+    expect(leader.hasReady()).toBe(false);
+    // broadcastCommit() sends it now — also while a Ready is out, through takeEarlyMessages().
+    leader.broadcastCommit();
+    const early = leader.takeEarlyMessages();
+    expect(early.map((m) => m.type === 'append' && [m.to, m.entries.length, m.commit])).toEqual(
+      followers.map((f) => [f, 0, leader.status().commit]),
+    );
+    // Without it, the next heartbeat carries the commit and the followers apply.
+    const d = new LockstepCluster(['n1', 'n2', 'n3'], 1, { deferCommitBroadcast: true });
+    const dl = d.elect();
+    d.settle();
+    d.tick(2);
+    const before = d.delivered;
+    expect(dl.propose(bytes('b')).ok).toBe(true);
+    d.settle();
+    const dFollowers = ['n1', 'n2', 'n3'].filter((f) => f !== dl.status().id);
+    // One append and one acknowledgement per follower: nothing else.
+    expect(d.delivered - before).toBe(2 * dFollowers.length);
+    for (const f of dFollowers) expect(payloads(d, f)).not.toContain('b');
+    d.tick(1);
+    for (const f of dFollowers) expect(payloads(d, f)).toContain('b');
+  });
+
+  it('C1, C3: a leader replicates proposals while its own write is out, and counts itself only once durable', () => {
+    const c = new LockstepCluster(['n1', 'n2', 'n3']);
+    const leader = c.elect();
+    c.settle();
+    c.tick(2);
+    const id = leader.status().id;
+    expect(leader.propose(bytes('x')).ok).toBe(true);
+    const out = leader.ready(); // entry x is being written
+    expect(leader.propose(bytes('y')).ok).toBe(true);
+    const early = leader.takeEarlyMessages();
+    const ys = early.filter(
+      (m) => m.type === 'append' && m.entries.some((e) => e.index === out.entries[0]!.index + 1),
+    );
+    expect(ys.map((m) => m.to).sort()).toEqual(['n1', 'n2', 'n3'].filter((f) => f !== id));
+    // A single follower's acknowledgement of y is not a quorum: the leader has not made y durable itself.
+    const follower = ys[0]!.to;
+    for (const m of [...out.messagesEarly, ...ys].filter((m) => m.to === follower))
+      c.get(follower).node.step(m);
+    for (const m of runReady(c, follower).messages) leader.step(m);
+    expect(leader.status().commit).toBe(out.entries[0]!.index - 1);
+  });
+});

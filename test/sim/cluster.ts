@@ -521,6 +521,8 @@ export class Cluster {
       for (const message of ready.messagesEarly) this.send(slot, message);
       // The contract lets committed entries be applied before the write: they are durable already.
       slot.confChangedEarly = ready.snapshot === null && this.applyCommitted(slot, ready);
+      // With deferCommitBroadcast the node spreads a commit at once only when another node waits for it.
+      if (ready.committedEntries.length > 0 && this.earlyRandom() < 0.5) slot.core.broadcastCommit();
       const needsWrite = ready.snapshot !== null || ready.entries.length > 0 || ready.hardState !== null;
       if (!needsWrite) {
         slot.inflight = { ready, writeId: 0 };

@@ -41,6 +41,8 @@ export interface Schedule {
     snapshotChunkBytesMax: number;
     /** Client backpressure: the leader refuses proposals (PROPOSALS_FULL) beyond this many uncommitted. */
     uncommittedEntriesMax: number;
+    /** Absent in schedules saved before it existed (then false). */
+    deferCommitBroadcast?: boolean;
   };
   events: FaultEvent[];
 }
@@ -120,6 +122,7 @@ export function scheduleArbitrary(options: ScheduleOptions = {}): fc.Arbitrary<S
           inflightAppendsMax: fc.integer({ min: 1, max: 8 }),
           snapshotChunkBytesMax: fc.integer({ min: 16, max: 256 }),
           uncommittedEntriesMax: fc.integer({ min: 8, max: 128 }),
+          deferCommitBroadcast: fc.boolean(),
         }),
         events: fc.array(faultEventArbitrary(ticks, options.without ?? []), {
           maxLength: eventsMax,
