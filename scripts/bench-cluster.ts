@@ -144,6 +144,10 @@ export class RaftlockCluster implements BenchCluster {
     return [urls[leader]!, ...urls.filter((_, i) => i !== leader)];
   }
 
+  pids(): number[] {
+    return this.children.flatMap((child) => (child?.pid === undefined ? [] : [child.pid]));
+  }
+
   pid(i: number): number | null {
     return this.children[i]?.pid ?? null;
   }

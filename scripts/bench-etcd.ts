@@ -154,6 +154,10 @@ export class EtcdCluster implements BenchCluster {
     return [endpoints[leader]!, ...endpoints.filter((_, i) => i !== leader)];
   }
 
+  pids(): number[] {
+    return this.children.flatMap((child) => (child?.pid === undefined ? [] : [child.pid]));
+  }
+
   kill9(i: number): void {
     this.children[i]?.kill('SIGKILL');
     this.children[i] = null;

@@ -26,5 +26,7 @@ export interface BenchCluster {
   kill9(i: number): void;
   restart(i: number): void;
   target(servers: readonly string[]): BenchTarget;
+  /** Process ids of the running nodes (for CPU time per cycle). */
+  pids(): number[];
   stop(graceMs?: number): Promise<void>;
 }

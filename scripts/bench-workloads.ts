@@ -1,6 +1,7 @@
 // The workloads of `npm run bench` (W1–W4 for any BenchCluster, W5 for raftlock), each returning plain
 // figures. Timing uses performance.now(); every latency is one lock → unlock cycle (two commits).
 
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { decode, encode, openConnection } from '../src/client/connection.ts';
 import { type RaftlockCluster, sleep } from './bench-cluster.ts';
@@ -9,6 +10,21 @@ import type { BenchCluster, BenchSession } from './bench-types.ts';
 export interface Progress {
   /** Fraction 0..1 of the current step, and a short note. */
   (fraction: number, note?: string): void;
+}
+
+/** CPU time (user + system) so far of these processes, in ms; processes that are gone count 0. */
+export function cpuMs(pids: readonly number[]): number {
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      // Fields after the command name: state is field 3, utime 14 and stime 15 (clock ticks, 100 per second).
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      total += (Number(fields[11]) + Number(fields[12])) * 10;
+    } catch {
+      // not Linux, or the process exited: no figure from it
+    }
+  }
+  return total;
 }
 
 export function percentile(sorted: readonly number[], p: number): number {
@@ -45,6 +61,12 @@ export interface CycleFigures {
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly errors: number;
+  /**
+   * CPU time all server processes spent per measured cycle, in µs: what a cycle costs the servers. Less
+   * at the mercy of other work on a shared 2-core machine than throughput and latency, though contention
+   * (cold caches, more wake-ups per batch) still inflates it.
+   */
+  readonly serverCpuUsPerCycle: number;
 }
 
 /** W1 / W2: `count` sessions, each looping lock → unlock on its own name, for `seconds` after a warm-up. */
@@ -62,6 +84,11 @@ export async function runOwnNames(
   const measureFrom = startAt + warmupMs;
   const endAt = measureFrom + seconds * 1000;
   const stop = timedProgress(progress, warmupMs + seconds * 1000, () => `${latencies.length} cycles`);
+  const pids = cluster.pids();
+  let cpuAtStart = Number.NaN;
+  const cpuTimer = setTimeout(() => {
+    cpuAtStart = cpuMs(pids);
+  }, warmupMs);
   await Promise.all(
     sessions.map(async (session, i) => {
       const name = `w-${count}-${i}`;
@@ -79,6 +106,8 @@ export async function runOwnNames(
     }),
   );
   stop();
+  clearTimeout(cpuTimer);
+  const serverCpuMs = cpuMs(pids) - cpuAtStart;
   await closeSessions(sessions);
   latencies.sort((a, b) => a - b);
   return {
@@ -89,6 +118,7 @@ export async function runOwnNames(
     p50Ms: percentile(latencies, 50),
     p99Ms: percentile(latencies, 99),
     errors,
+    serverCpuUsPerCycle: latencies.length > 0 ? (serverCpuMs * 1000) / latencies.length : Number.NaN,
   };
 }
 

@@ -218,6 +218,15 @@ add(
   () => true,
 );
 add(
+  'W1',
+  'server CPU / cycle',
+  'lower',
+  'µs',
+  '—',
+  (s) => s.w1?.serverCpuUsPerCycle,
+  () => true,
+);
+add(
   'W2',
   'cycles/s',
   'higher',
@@ -234,6 +243,15 @@ add(
   '≤ 10 ms',
   (s) => s.w2?.p99Ms,
   (v) => v <= 10,
+);
+add(
+  'W2',
+  'server CPU / cycle',
+  'lower',
+  'µs',
+  '—',
+  (s) => s.w2?.serverCpuUsPerCycle,
+  () => true,
 );
 add(
   'W3',
