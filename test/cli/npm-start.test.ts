@@ -34,9 +34,10 @@ describe('npm start', () => {
   });
 
   it('runs `raftlock cluster up`: 3 nodes elect a leader, cluster.json lists them, Ctrl-C stops them all', async () => {
-    // Client ports base..base+2 and peer ports base+100..: find a base with all six free.
+    // Client ports base..base+2 and peer ports base+100..: a base below Linux's ephemeral range (32768–60999),
+    // where the OS hands out the other tests' ports and every outgoing connection's own port.
     const [probe] = await freePorts(1);
-    const base = 20_000 + ((probe ?? 0) % 20_000);
+    const base = 10_000 + ((probe ?? 0) % 20_000);
     const child = spawn('npm', ['start', '--', '--base-port', String(base), '--data-dir', dir], {
       cwd: join(import.meta.dirname, '..', '..'),
       stdio: ['ignore', 'pipe', 'pipe'],
