@@ -47,7 +47,19 @@ export type RequestBody =
       readonly prefix?: string | undefined;
       readonly after?: string | undefined;
       readonly limit?: number | undefined;
-    };
+    }
+  // Membership (C5), each needing the `admin` permission (docs/protocol.md "Membership requests").
+  | { readonly op: 'members' }
+  | {
+      readonly op: 'addMember';
+      readonly member: string;
+      /** HOST:PORT of the new member's peer port. */
+      readonly peerAddress: string;
+      /** ws:// or wss:// URL of the new member's client port. */
+      readonly clientUrl: string;
+    }
+  | { readonly op: 'removeMember'; readonly member: string }
+  | { readonly op: 'transferLeader'; readonly member: string };
 
 export type RequestOp = RequestBody['op'];
 
@@ -110,6 +122,28 @@ export interface NodeStatus {
   readonly clientConnections: number;
 }
 
+/** One member as the answering node knows it; `matchIndex` and `lag` only from the leader. */
+export interface MemberView {
+  readonly id: string;
+  readonly role: 'voter' | 'learner';
+  /** HOST:PORT of its peer port; null when this node does not know it. */
+  readonly peerAddress: string | null;
+  readonly clientUrl: string | null;
+  readonly leader: boolean;
+  /** The leader's view: the last log index known to be on that member. */
+  readonly matchIndex?: number | undefined;
+  /** The leader's view: entries it is behind the leader's last index. */
+  readonly lag?: number | undefined;
+}
+
+export interface MembersResult {
+  readonly kind: 'members';
+  /** The node that answered, and the leader it knows. */
+  readonly node: string;
+  readonly leader: string | null;
+  readonly members: readonly MemberView[];
+}
+
 export type ResultBody =
   | {
       readonly kind: 'granted';
@@ -124,7 +158,8 @@ export type ResultBody =
   | { readonly kind: 'done' }
   | { readonly kind: 'pong'; readonly confirmed: boolean }
   | { readonly kind: 'status'; readonly status: NodeStatus }
-  | { readonly kind: 'locks'; readonly locks: readonly LockView[] };
+  | { readonly kind: 'locks'; readonly locks: readonly LockView[] }
+  | MembersResult;
 
 export type ResponseFrame =
   | { readonly t: 'res'; readonly id: number; readonly ok: true; readonly result: ResultBody }

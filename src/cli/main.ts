@@ -1,10 +1,13 @@
 // The `raftlock` command: dispatches to its subcommands; errors become the exit status (exit-codes.ts).
 
 import { isRaftlockError } from '../errors.ts';
+import { backupUsage, runBackup } from './backup.ts';
 import { clusterUsage, runClusterUp } from './cluster-up.ts';
 import { exitCodeFor } from './exit-codes.ts';
 import { lockUsage, runLockExec } from './lock-exec.ts';
 import { locksUsage, runLocks } from './locks.ts';
+import { membersUsage, runLeader, runMembers } from './members.ts';
+import { restoreUsage, runRestore } from './restore.ts';
 import { runStart, startUsage } from './start.ts';
 import { runStatus, statusUsage } from './status.ts';
 import { runUser, userUsage } from './user.ts';
@@ -20,7 +23,13 @@ const usage = `usage:
 
   ${locksUsage.split('\n').join('\n  ')}
 
-  ${userUsage.split('\n').join('\n  ')}`;
+  ${membersUsage.split('\n').join('\n  ')}
+
+  ${userUsage.split('\n').join('\n  ')}
+
+  ${backupUsage.split('\n').join('\n  ')}
+
+  ${restoreUsage.split('\n').join('\n  ')}`;
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -38,6 +47,14 @@ async function main(argv: readonly string[]): Promise<number> {
       return runLockExec(rest);
     case 'locks':
       return runLocks(rest);
+    case 'members':
+      return runMembers(rest);
+    case 'leader':
+      return runLeader(rest);
+    case 'backup':
+      return runBackup(rest);
+    case 'restore':
+      return runRestore(rest);
     case 'help':
     case '--help':
     case '-h':
@@ -67,7 +84,7 @@ main(process.argv.slice(2)).then(
   },
 );
 
-const promptExit = new Set(['start', 'cluster', 'lock', 'locks']);
+const promptExit = new Set(['start', 'cluster', 'lock', 'locks', 'members', 'leader', 'backup', 'restore']);
 
 function argvCommand(): string | undefined {
   return process.argv[2];

@@ -1,6 +1,7 @@
 // `raftlock start`: run one node, from a cluster file (`--config FILE --node ID`) or entirely by flags.
 
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join as joinPath } from 'node:path';
 import { parseArgs } from 'node:util';
 import { InvalidArgumentError } from '../errors.ts';
 import {
@@ -14,13 +15,22 @@ import {
   parseWsUrl,
   readUsersFile,
 } from '../server/config.ts';
-import { createLogger, type LogFormat, type LogLevel } from '../server/log.ts';
+import { createLogger, type LogFormat, type Logger, type LogLevel } from '../server/log.ts';
+import { checkClientUrl, formatPeerAddress, parsePeerAddress } from '../server/members.ts';
 import { type NodeTiming, nodeTimingDefaults } from '../server/node.ts';
 import { startServer } from '../server/server.ts';
+import { type ClientCredentials, clientCredentials } from './client-options.ts';
+import { listMembers, onLeader } from './members.ts';
 
 export const startUsage = `raftlock start --config FILE --node ID [--data-dir DIR] [options]
 raftlock start --id ID --listen HOST:PORT --peer-listen HOST:PORT --peers ID=HOST:PORT,… --data-dir DIR
                --cluster-secret SECRET (or env RAFTLOCK_CLUSTER_SECRET) [--client-urls ID=ws://HOST:PORT,…]
+raftlock start --id ID --listen HOST:PORT --peer-listen HOST:PORT --join URLS --data-dir DIR
+               --cluster-secret SECRET [--peer-url HOST:PORT] [--client-url URL]
+               [--principal NAME] [--password-file FILE] [--ca FILE]
+  --join: a new node asks the cluster (client URLs, an admin login) to add it as a learner, catches up
+  and is promoted; a restart with the same data directory needs no second join (C5). --peer-url and
+  --client-url are the addresses the others reach it at (default: --peer-listen and ws://--listen).
 
 options:
   --users FILE                 users, roles and scrypt password hashes (raftlock user add); default user control/password
@@ -63,8 +73,21 @@ const options = {
   'no-fsync': { type: 'boolean' },
   'log-format': { type: 'string' },
   'log-level': { type: 'string' },
+  join: { type: 'string' },
+  'peer-url': { type: 'string' },
+  'client-url': { type: 'string' },
+  principal: { type: 'string' },
+  'password-file': { type: 'string' },
+  ca: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
+
+/** What `--join` needs: where the cluster is, how to log in, and where others reach this node. */
+export interface JoinPlan {
+  readonly credentials: ClientCredentials;
+  readonly peerAddress: string;
+  readonly clientUrl: string;
+}
 
 function integer(value: string | undefined, name: string): number | undefined {
   if (value === undefined) return undefined;
@@ -88,6 +111,7 @@ export function parseStartArgs(argv: readonly string[]): {
   config: NodeConfig;
   logFormat: LogFormat;
   logLevel: LogLevel;
+  join?: JoinPlan;
 } | null {
   const { values } = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false });
   if (values.help === true) return null;
@@ -123,6 +147,8 @@ export function parseStartArgs(argv: readonly string[]): {
 
   if (values.config !== undefined) {
     if (values.node === undefined) throw new InvalidArgumentError('--config needs --node ID');
+    if (values.join !== undefined)
+      throw new InvalidArgumentError('--join works in flags mode (--id, --listen, …), not with --config');
     const config = nodeConfigFromClusterFile(values.config, values.node, {
       dataDir: values['data-dir'],
       users,
@@ -145,14 +171,24 @@ export function parseStartArgs(argv: readonly string[]): {
   const peerListen = parseHostPort(values['peer-listen'], '--peer-listen');
   const clientUrls = pairs(values['client-urls'], 'client-urls');
   for (const [peer, url] of clientUrls) parseWsUrl(url, `--client-urls ${peer}`);
-  const members: MemberConfig[] = [
-    {
-      id,
-      url: clientUrls.get(id) ?? `${tls === undefined ? 'ws' : 'wss'}://${listen.host}:${listen.port}`,
-      peer: peerListen,
-    },
-  ];
-  for (const [peer, address] of pairs(values.peers, 'peers')) {
+  const selfClientUrl =
+    values['client-url'] ??
+    clientUrls.get(id) ??
+    `${tls === undefined ? 'ws' : 'wss'}://${listen.host}:${listen.port}`;
+  const peerList = pairs(values.peers, 'peers');
+  const listedSelf = peerList.get(id);
+  const selfPeer =
+    values['peer-url'] !== undefined
+      ? parsePeerAddress(values['peer-url'])
+      : listedSelf !== undefined
+        ? parseHostPort(listedSelf, `--peers ${id}`)
+        : peerListen;
+  checkClientUrl(selfClientUrl);
+  const members: MemberConfig[] = [{ id, url: selfClientUrl, peer: selfPeer }];
+  for (const [peer, address] of peerList) {
+    // Every node may be given the same full list (a StatefulSet's args, one config template): its own
+    // entry is where the others reach it (unless --peer-url says otherwise), not a peer to dial.
+    if (peer === id) continue;
     members.push({
       id: peer,
       url: clientUrls.get(peer) ?? null,
@@ -172,8 +208,52 @@ export function parseStartArgs(argv: readonly string[]): {
     reconnectionWindowMs: reconnectionWindowMs ?? defaultReconnectionWindowMs,
     timing: { ...nodeTimingDefaults, ...timing },
     sync: sync ?? true,
+    joining: values.join !== undefined,
   });
-  return { config, logFormat, logLevel };
+  if (values.join === undefined) return { config, logFormat, logLevel };
+  // A TLS node trusts its cluster's CA for the join too, unless told otherwise.
+  const credentials = clientCredentials({
+    ...values,
+    servers: values.join,
+    ca: values.ca ?? process.env.RAFTLOCK_CA ?? values['tls-ca'],
+  });
+  return {
+    config,
+    logFormat,
+    logLevel,
+    join: { credentials, peerAddress: formatPeerAddress(selfPeer), clientUrl: selfClientUrl },
+  };
+}
+
+/**
+ * `--join`, before the node starts: a node that never started here learns every member's addresses from
+ * the cluster (they go to its members.json). A restart finds them on disk and asks nothing.
+ */
+async function learnClusterMembers(config: NodeConfig, plan: JoinPlan, log: Logger): Promise<NodeConfig> {
+  if (existsSync(joinPath(config.dataDir, 'members.json'))) return config;
+  const result = await listMembers(plan.credentials);
+  const members: MemberConfig[] = [...config.members];
+  for (const member of result.members) {
+    if (member.id === config.id || member.peerAddress === null) continue;
+    members.push({ id: member.id, url: member.clientUrl, peer: parsePeerAddress(member.peerAddress) });
+  }
+  log.info({ event: 'join_members_learned', members: members.map((m) => m.id) }, 'learned the members');
+  return { ...config, members };
+}
+
+/** `--join`, once the node runs: unless the cluster lists it already, ask the leader to add it. */
+async function askToJoin(config: NodeConfig, plan: JoinPlan, log: Logger): Promise<void> {
+  const result = await listMembers(plan.credentials);
+  const me = result.members.find((member) => member.id === config.id);
+  if (me !== undefined) {
+    log.info({ event: 'join_not_needed', role: me.role }, `already a member (${me.role}); not joining again`);
+    return;
+  }
+  log.info({ event: 'join_requested', peer: plan.peerAddress, client: plan.clientUrl }, 'asking to join');
+  await onLeader(plan.credentials, (session) =>
+    session.addMember({ id: config.id, peerAddress: plan.peerAddress, clientUrl: plan.clientUrl }),
+  );
+  log.info({ event: 'joined', as: 'learner' }, 'added as a learner; promotion follows once caught up');
 }
 
 export async function runStart(argv: readonly string[]): Promise<number> {
@@ -182,8 +262,16 @@ export async function runStart(argv: readonly string[]): Promise<number> {
     process.stdout.write(`${startUsage}\n`);
     return 0;
   }
-  const { config, logFormat, logLevel } = parsed;
+  const { logFormat, logLevel, join } = parsed;
+  let config = parsed.config;
   const log = createLogger({ format: logFormat, level: logLevel, base: { node: config.id } });
+  const me = config.members.find((member) => member.id === config.id);
+  if (me !== undefined && (me.peer.host === '0.0.0.0' || me.peer.host === '::'))
+    log.warn(
+      { event: 'peer_address_unspecified', peer: formatPeerAddress(me.peer) },
+      'members will list this node at an unspecified address; pass --peer-url HOST:PORT (C5)',
+    );
+  if (join !== undefined) config = await learnClusterMembers(config, join, log);
   if (config.users === defaultUsers)
     log.warn({ event: 'default_users' }, 'no users file: accepting the default user control/password');
   const plaintext = config.users.users.filter((user) => !user.password.startsWith('scrypt$'));
@@ -196,12 +284,28 @@ export async function runStart(argv: readonly string[]): Promise<number> {
     log.warn({ event: 'tls_off' }, 'TLS is off: clients and peers talk in the clear (docs/security.md)');
   if (!config.sync)
     log.warn({ event: 'fsync_off' }, 'fsync is off: acknowledged writes may be lost on a crash');
-  const server = await startServer(config, log, (error) => {
-    log.flush?.();
-    process.stderr.write(`raftlock ${config.id}: fatal: ${String((error as Error)?.stack ?? error)}\n`);
-    process.exit(70);
-  });
+  let removed: () => void = () => undefined;
+  const server = await startServer(
+    config,
+    log,
+    (error) => {
+      log.flush?.();
+      process.stderr.write(`raftlock ${config.id}: fatal: ${String((error as Error)?.stack ?? error)}\n`);
+      process.exit(70);
+    },
+    { onRemoved: () => removed() },
+  );
+  if (join !== undefined) {
+    try {
+      await askToJoin(config, join, log);
+    } catch (error) {
+      log.error({ event: 'join_failed', err: String(error) }, 'could not join the cluster; stopping');
+      await server.stop({ transferTimeoutMs: 0 });
+      throw error;
+    }
+  }
   await new Promise<void>((resolve) => {
+    removed = resolve;
     const onSignal = (signal: NodeJS.Signals) => {
       log.info({ event: 'signal', signal }, 'shutting down');
       process.off('SIGTERM', onSignal);

@@ -2,7 +2,7 @@
 // docs/client.md documents every method, option, event and error code.
 
 export * from '../errors.ts';
-export type { LockView } from '../protocol.ts';
+export type { LockView, MembersResult, MemberView } from '../protocol.ts';
 export {
   type ConnectOptions,
   connect,

@@ -23,6 +23,7 @@ import {
 import { lockNameBytesMax } from '../limits.ts';
 import type {
   LockView,
+  MembersResult,
   NoticeFrame,
   RequestBody,
   ResultBody,
@@ -380,6 +381,46 @@ export class Session extends EventEmitter<SessionEvents> {
     return result.locks;
   }
 
+  // ---------------------------------------------------------------- membership (C5), `admin` only
+
+  /**
+   * The cluster's members as the connected node knows them (`matchIndex`/`lag` only when it leads).
+   * PERMISSION_DENIED without the `admin` permission.
+   */
+  async members(): Promise<MembersResult> {
+    const result = await this.request({ op: 'members' }, false);
+    if (result.kind !== 'members') throw new ProtocolError(`unexpected result ${result.kind}`);
+    return result;
+  }
+
+  /**
+   * Adds a member as a learner; the leader promotes it to voter once it has caught up. Resolves once the
+   * change applied. Any node hands it to the leader; one that knows no leader rejects NotLeaderError.
+   */
+  async addMember(member: { id: string; peerAddress: string; clientUrl: string }): Promise<void> {
+    await this.adminChange({
+      op: 'addMember',
+      member: member.id,
+      peerAddress: member.peerAddress,
+      clientUrl: member.clientUrl,
+    });
+  }
+
+  /** Removes a voter or learner; resolves once the change applied (any node, like addMember). */
+  async removeMember(id: string): Promise<void> {
+    await this.adminChange({ op: 'removeMember', member: id });
+  }
+
+  /** Hands leadership to voter `id`; resolves once it leads (any node, like addMember). */
+  async transferLeader(id: string): Promise<void> {
+    await this.adminChange({ op: 'transferLeader', member: id });
+  }
+
+  private async adminChange(body: RequestBody): Promise<void> {
+    const result = await this.request(body, false);
+    if (result.kind !== 'done') throw new ProtocolError(`unexpected result ${result.kind}`);
+  }
+
   // ---------------------------------------------------------------- internals used by SessionLock
 
   /** @internal The S10 deadline for a lock of `scope`. */
@@ -564,7 +605,7 @@ export class Session extends EventEmitter<SessionEvents> {
         this.requests.delete(frame.id);
         if (frame.ok) {
           // A replicated request's answer proves the leader heard us when we sent it.
-          if (pending.body.op !== 'ping' && pending.body.op !== 'status') this.confirm(pending.sentAtMs);
+          if (!unconfirmingOps.has(pending.body.op)) this.confirm(pending.sentAtMs);
           pending.resolve(frame.result);
         } else pending.reject(errorFromWire(frame.error));
         return;
@@ -811,6 +852,16 @@ export class Session extends EventEmitter<SessionEvents> {
     this.emit('closed', error);
   }
 }
+
+/** Answers that may come from a node that does not lead: they prove nothing about the leader (S10). */
+const unconfirmingOps: ReadonlySet<string> = new Set([
+  'ping',
+  'status',
+  'members',
+  'addMember',
+  'removeMember',
+  'transferLeader',
+]);
 
 /** The cluster's loss reasons (docs/protocol.md), as LockEndReasons. */
 function lossReason(reason: string): LockEndReason {

@@ -15,6 +15,8 @@
 //                                                   per request: requestNo, scope code, deadlineMs
 //             answer count, per answer in the window (by request number): requestNo, tag, fields
 //   queues    per lock, same order: waiter count, session ids (earliest first)
+//   members   (version 3) member count, per member (by id): id, context — the cluster members'
+//             addresses as the node stored them (src/server/members.ts); opaque to the table
 //
 // Lock positions (indexes into the locks list) stand in for names to keep the bytes and the restore
 // work small. Derived state (deadline heap, waiter total, pending index) is rebuilt, not stored.
@@ -37,8 +39,16 @@ import {
 import type { ErrorResult, UnlockedResult } from './types.ts';
 import { SessionLockScope } from './types.ts';
 
-/** Version 2 added the sessions' grants (S12); version 1 snapshots restore with every permission. */
-export const snapshotFormatVersion = 2;
+/**
+ * Version 2 added the sessions' grants (S12); version 1 snapshots restore with every permission.
+ * Version 3 added the members section (C5); older snapshots restore with none.
+ */
+export const snapshotFormatVersion = 3;
+
+/** Members a snapshot may list, and the longest member id / context it accepts. */
+export const snapshotMembersMax = 256;
+export const snapshotMemberIdLengthMax = 64;
+export const snapshotMemberContextLengthMax = 1024;
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
@@ -137,6 +147,9 @@ export function writeSnapshot(state: TableState, windowSize: number): Uint8Array
     out.push(lock.waiterCount);
     for (let waiter = lock.head; waiter !== null; waiter = waiter.next) out.push(waiter.session.id);
   }
+  const members = [...state.members].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  out.push(members.length);
+  for (const [id, context] of members) out.push(id, context);
   return packr.pack(out);
 }
 
@@ -210,7 +223,7 @@ export function readSnapshot(bytes: Uint8Array, windowSize: number): TableState 
   if (!Array.isArray(raw)) throw new ProtocolError('snapshot must be an array');
   const r = new Reader(raw);
   const version = r.int('format version');
-  if (version !== 1 && version !== snapshotFormatVersion)
+  if (version !== 1 && version !== 2 && version !== snapshotFormatVersion)
     throw new ProtocolError('unsupported snapshot format');
   const state = new TableState();
   state.appliedIndex = r.int('appliedIndex');
@@ -327,6 +340,19 @@ export function readSnapshot(bytes: Uint8Array, windowSize: number): TableState 
       lock.tail = waiter;
       lock.waiterCount++;
       state.waiterTotal++;
+    }
+  }
+  if (version >= 3) {
+    const memberCount = r.count('member count', 2);
+    if (memberCount > snapshotMembersMax) throw new ProtocolError('snapshot: too many members');
+    for (let i = 0; i < memberCount; i++) {
+      const id = r.str('member id');
+      const context = r.str('member context');
+      if (id.length === 0 || id.length > snapshotMemberIdLengthMax || state.members.has(id))
+        throw new ProtocolError('snapshot: bad or duplicate member id');
+      if (context.length > snapshotMemberContextLengthMax)
+        throw new ProtocolError('snapshot: member context too long');
+      state.members.set(id, context);
     }
   }
   r.end();

@@ -183,4 +183,9 @@ export class TableState {
   readonly deadlines = new DeadlineHeap<AcquireRequest>();
   /** Derived: waiters over all locks. */
   waiterTotal = 0;
+  /**
+   * Cluster members' contexts (their addresses, opaque here): set by the node as membership changes
+   * apply, kept only so that snapshots carry them (format version 3).
+   */
+  readonly members = new Map<string, string>();
 }

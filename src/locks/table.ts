@@ -11,7 +11,13 @@ import { ProtocolError } from '../errors.ts';
 import { listLocksMax } from '../limits.ts';
 import { findAnswer, rememberAnswer } from './answers.ts';
 import { anyMatches, type Grants } from './permissions.ts';
-import { readSnapshot, writeSnapshot } from './snapshot.ts';
+import {
+  readSnapshot,
+  snapshotMemberContextLengthMax,
+  snapshotMemberIdLengthMax,
+  snapshotMembersMax,
+  writeSnapshot,
+} from './snapshot.ts';
 import {
   AcquireRequest,
   type DedupeValue,
@@ -126,6 +132,26 @@ export class LockTable {
       throw error;
     }
     return table;
+  }
+
+  /** The cluster members' contexts (their addresses), by id, as the node last set them (C5). */
+  get members(): ReadonlyMap<string, string> {
+    return this.state.members;
+  }
+
+  /** Records (or, with null, forgets) a member's context; only snapshots read it back. */
+  setMember(id: string, context: string | null): void {
+    assert(id.length > 0 && id.length <= snapshotMemberIdLengthMax, 'table: bad member id');
+    if (context === null) {
+      this.state.members.delete(id);
+      return;
+    }
+    assert(context.length <= snapshotMemberContextLengthMax, 'table: member context too long');
+    assert(
+      this.state.members.has(id) || this.state.members.size < snapshotMembersMax,
+      'table: too many members',
+    );
+    this.state.members.set(id, context);
   }
 
   /** The whole replicated state; equal tables give equal bytes. */

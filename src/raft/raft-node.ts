@@ -3,7 +3,7 @@
 // No I/O, timers, clocks or ambient randomness: one seed and one input sequence give one behaviour.
 
 import { assert, assertNever } from '../assert.ts';
-import { decodeConfChange, encodeConfChange } from './conf-change.ts';
+import { confChangeContextValid, decodeConfChange, encodeConfChange } from './conf-change.ts';
 import { RaftLog } from './log.ts';
 import { Progress } from './progress.ts';
 import {
@@ -184,7 +184,8 @@ export class RaftNode {
     if (this.role !== 'leader') return { ok: false, code: 'NOT_LEADER', leader: this.leader };
     if (this.pendingConfIndex > this.log.applied)
       return { ok: false, code: 'CONF_CHANGE_PENDING', leader: this.id };
-    if (!this.confChangeValid(change)) return { ok: false, code: 'INVALID_CONF_CHANGE', leader: this.id };
+    if (!this.confChangeValid(change) || !confChangeContextValid(change))
+      return { ok: false, code: 'INVALID_CONF_CHANGE', leader: this.id };
     const result = this.appendProposal(EntryType.confChange, encodeConfChange(change));
     if (result.ok) this.pendingConfIndex = result.index;
     return result;

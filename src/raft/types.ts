@@ -34,11 +34,18 @@ export interface ConfState {
   readonly learners: readonly NodeId[];
 }
 
+/**
+ * `context` is the application's, carried through the log untouched and never read by the core (the
+ * server puts the new member's addresses there). At most `confChangeContextBytesMax` bytes.
+ */
 export type ConfChange =
-  | { readonly type: 'addLearner'; readonly node: NodeId }
+  | { readonly type: 'addLearner'; readonly node: NodeId; readonly context?: string | undefined }
   /** Promotes a learner that has caught up; a node must join as a learner first. */
-  | { readonly type: 'addVoter'; readonly node: NodeId }
-  | { readonly type: 'remove'; readonly node: NodeId };
+  | { readonly type: 'addVoter'; readonly node: NodeId; readonly context?: string | undefined }
+  | { readonly type: 'remove'; readonly node: NodeId; readonly context?: string | undefined };
+
+/** The largest `ConfChange.context`, in UTF-8 bytes. */
+export const confChangeContextBytesMax = 1024;
 
 export interface SnapshotMeta {
   /** The last log index the snapshot covers. */

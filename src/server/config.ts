@@ -34,6 +34,11 @@ export interface NodeConfig {
   readonly timing: NodeTiming;
   /** fsync every write batch; off only for throwaway benchmarks (it gives up C3). */
   readonly sync: boolean;
+  /**
+   * C5: this node joins a running cluster (`raftlock start --join`). An empty data directory then starts
+   * with no membership at all, and `members` lists the addresses the cluster told it, not voters.
+   */
+  readonly joining?: boolean | undefined;
 }
 
 export interface TlsFiles {
@@ -178,7 +183,7 @@ export function checkNodeConfig(config: NodeConfig): NodeConfig {
   const ids = new Set(config.members.map((member) => member.id));
   if (ids.size !== config.members.length) throw new InvalidArgumentError('member ids must be unique');
   if (!ids.has(config.id)) throw new InvalidArgumentError(`node ${config.id} is not among the members`);
-  if (![1, 3, 5, 7].includes(config.members.length))
+  if (config.joining !== true && ![1, 3, 5, 7].includes(config.members.length))
     throw new InvalidArgumentError(`a cluster has 1, 3, 5 or 7 voters, not ${config.members.length}`);
   if (Buffer.byteLength(config.clusterSecret) < 16)
     throw new InvalidArgumentError('the cluster secret must be at least 16 bytes');

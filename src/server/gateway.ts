@@ -41,6 +41,7 @@ import {
 import { clientFrameShape, unpackUntrusted } from '../security/msgpack-guard.ts';
 import { LoginThrottle, TokenBucket } from '../security/throttle.ts';
 import type { UserDirectory } from '../security/users.ts';
+import { BackupEndpoint } from './backup-endpoint.ts';
 import { nodeClock } from './clock.ts';
 import { type DashboardViews, serveDashboard } from './dashboard.ts';
 import { serverLimits } from './limits.ts';
@@ -93,6 +94,8 @@ class ClientConnection {
   }
 }
 
+type AdminOp = 'members' | 'addMember' | 'removeMember' | 'transferLeader';
+
 const waitEndCodes: Readonly<Record<WaitEndReason, ErrorCode>> = {
   cancelled: 'ABORTED',
   timeout: 'TIMEOUT',
@@ -120,6 +123,7 @@ export class Gateway {
   private httpRequests = 0;
   private metrics: { text(): Promise<string>; readonly contentType: string } | null = null;
   private dashboard: DashboardViews | null = null;
+  private readonly backups: BackupEndpoint;
   private closing = false;
 
   private constructor(options: GatewayOptions) {
@@ -127,6 +131,13 @@ export class Gateway {
     this.node = options.node;
     this.log = options.log;
     this.users = options.users;
+    this.backups = new BackupEndpoint({
+      node: options.node,
+      clusterId: options.clusterId,
+      users: options.users,
+      logins: this.logins,
+      log: options.log,
+    });
     const onHttp = (request: IncomingMessage, response: ServerResponse) => this.onHttp(request, response);
     this.http =
       options.tls === undefined
@@ -277,6 +288,9 @@ export class Gateway {
         serveDashboard({ views, users: this.users, logins: this.logins }, request, response, path);
         return;
       }
+      case '/backup':
+        this.backups.serve(request, response);
+        return;
       case '/healthz': {
         const status = this.status();
         const healthy = status.leader !== null && !this.closing;
@@ -605,9 +619,54 @@ export class Gateway {
       case 'close':
         this.propose(connection, frame.id, { type: 'closeSession', session });
         return;
+      case 'members':
+      case 'addMember':
+      case 'removeMember':
+      case 'transferLeader':
+        this.onAdminRequest(connection, frame);
+        return;
       default:
         frame satisfies never;
     }
+  }
+
+  /**
+   * C5 membership requests, each needing `admin` (S12). The list is this node's view; changes run on the
+   * leader — a follower hands them over the peer link and relays the leader's answer.
+   */
+  private onAdminRequest(connection: ClientConnection, frame: RequestFrame & { op: AdminOp }): void {
+    if (connection.grants !== null && !connection.grants.admin) {
+      this.respondError(connection, frame.id, {
+        code: 'PERMISSION_DENIED',
+        message: `principal ${connection.principal} lacks the admin permission`,
+      });
+      return;
+    }
+    const membership = this.node.membership;
+    if (frame.op === 'members') {
+      const status = this.node.raftStatus();
+      this.respond(connection, frame.id, {
+        kind: 'members',
+        node: this.node.id,
+        leader: status.leader,
+        members: membership.list(),
+      });
+      return;
+    }
+    this.log.info(
+      { event: 'admin_request', op: frame.op, member: frame.member, principal: connection.principal },
+      'membership request',
+    );
+    const work =
+      frame.op === 'addMember'
+        ? membership.change(frame.op, frame.member, frame.peerAddress, frame.clientUrl)
+        : membership.change(frame.op, frame.member);
+    this.track(connection, frame.id, (done, failed) =>
+      work.then(
+        () => done({ kind: 'done' }),
+        (error: RaftlockError) => failed(this.wireError(error)),
+      ),
+    );
   }
 
   private track(

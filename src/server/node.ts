@@ -56,6 +56,7 @@ import {
 } from '../locks/index.ts';
 import {
   createPrng,
+  decodeConfChange,
   defaultRaftConfig,
   type Entry,
   EntryType,
@@ -73,6 +74,7 @@ import { nodeClock } from './clock.ts';
 import { serverLimits } from './limits.ts';
 import { LivenessClock, SessionDirectory } from './liveness.ts';
 import type { Logger } from './log.ts';
+import { MemberDirectory, Membership } from './members.ts';
 import { decodePeerBody, encodePeerBody, type PeerBody } from './peer-messages.ts';
 
 export interface NodeTiming {
@@ -212,12 +214,18 @@ export interface RaftlockNodeOptions {
   readonly log: Logger;
   /** A broken invariant or a failed disk write: the process must stop and recover from disk. */
   readonly onFatal: (error: unknown) => void;
+  /** Members' addresses (C5, src/server/members.ts); default: an empty one that is not saved. */
+  readonly directory?: MemberDirectory | undefined;
+  /** This node was removed from the cluster (C5): the server stops it. */
+  readonly onRemoved?: (() => void) | undefined;
 }
 
 export class RaftlockNode {
   readonly id: NodeId;
   readonly timing: NodeTiming;
   readonly sessions = new SessionDirectory();
+  /** Membership (C5): addresses, admin requests, learner promotion — src/server/members.ts. */
+  readonly membership: Membership;
   private readonly core: RaftNode;
   private readonly storage: LevelStorage;
   private readonly transport: PeerTransport;
@@ -249,6 +257,8 @@ export class RaftlockNode {
   private readsPending = 0;
   private readCounter = 0;
   private held: HeldConnections = { holds: () => false, list: () => [] };
+  /** The last log position the table reflects (entries of every type; a restored snapshot's). */
+  private appliedHere: { index: number; term: number };
   /** Leader: an entry applied in this Ready may have another node waiting for it (noteWaiters). */
   private commitWanted = false;
 
@@ -279,6 +289,7 @@ export class RaftlockNode {
     );
     this.sessions.rebuild(this.table);
     this.lastSnapshotIndex = state.snapshot.meta.index;
+    this.appliedHere = { index: state.snapshot.meta.index, term: state.snapshot.meta.term };
     const random = createPrng(randomInt(0, 2 ** 31));
     this.core = new RaftNode(
       defaultRaftConfig(this.id, random, {
@@ -290,6 +301,28 @@ export class RaftlockNode {
       }),
       state,
     );
+    const raftConfig = defaultRaftConfig(this.id, random);
+    this.membership = new Membership({
+      host: {
+        id: this.id,
+        status: () => this.core.status(),
+        proposeConfChange: (change) => this.core.proposeConfChange(change),
+        transferLeadership: (to) => this.core.transferLeadership(to),
+        wake: () => this.scheduleTurn(),
+        peerConnected: (id) => this.transport.peerConnected(id),
+        setPeers: (peers) => {
+          if (!this.stopped) this.transport.setPeers(peers);
+        },
+        setTableMember: (id, context) => this.table.setMember(id, context),
+        onRemoved: () => options.onRemoved?.(),
+        sendPeer: (to, message) => !this.stopped && this.sendPeer(to, message),
+      },
+      directory: options.directory ?? new MemberDirectory(null),
+      log: this.log,
+      learnerCatchUpLagMax: raftConfig.learnerCatchUpLagMax,
+      electionTimeoutTicks: this.timing.electionTimeoutTicks,
+    });
+    this.membership.onSnapshotInstalled(this.table.members);
     this.liveness = new LivenessClock({
       connectionTimeoutMs: this.timing.connectionTimeoutMs,
       retryMs: serverLimits.livenessRetryMs,
@@ -332,6 +365,7 @@ export class RaftlockNode {
       'node started',
     );
     this.ticker = setInterval(() => this.onTick(), this.timing.tickMs);
+    this.membership.start();
     this.scheduleTurn();
   }
 
@@ -351,6 +385,15 @@ export class RaftlockNode {
 
   raftStatus() {
     return this.core.status();
+  }
+
+  /**
+   * The lock table, the index it has applied and that index's term (`GET /backup`). Not the core's
+   * `applied`: committed entries are applied before their Ready is written, and the core's index moves at
+   * `advance()`, one fsync later — the table may be ahead of it between turns.
+   */
+  appliedTable(): { readonly index: number; readonly term: number; readonly table: LockTable } {
+    return { index: this.appliedHere.index, term: this.appliedHere.term, table: this.table };
   }
 
   private statusFields() {
@@ -660,6 +703,12 @@ export class RaftlockNode {
         return;
       case 'livenessAck':
         this.onLivenessAck(from, peerMessage.body.reportNo);
+        return;
+      case 'admin':
+        this.membership.onAdminRequest(from, peerMessage.body);
+        return;
+      case 'adminResult':
+        this.membership.onAdminResult(from, peerMessage.body);
         return;
       default:
         peerMessage satisfies never;
@@ -995,6 +1044,7 @@ export class RaftlockNode {
   private onTick(): void {
     if (this.stopped) return;
     this.core.tick();
+    this.membership.tick();
     this.checkLiveness();
     const nowMs = nodeClock.now();
     this.redispatch(nowMs);
@@ -1142,6 +1192,7 @@ export class RaftlockNode {
       );
       this.failReads(new NotLeaderError(`node ${this.id} lost leadership`));
     }
+    this.membership.onRoleChanged(soft.role === 'leader', soft.leader);
     // Whatever waited for a leader, or went to the previous one, goes to this one.
     if (was.role !== soft.role || was.leader !== soft.leader) this.redispatch(nodeClock.now());
     this.listener?.onRoleChanged(soft);
@@ -1149,7 +1200,10 @@ export class RaftlockNode {
   }
 
   private installSnapshot(snapshot: Snapshot): void {
-    this.table = LockTable.restore(snapshot.data);
+    this.appliedHere = { index: snapshot.meta.index, term: snapshot.meta.term };
+    // A joining node's first snapshot may be the cluster's bootstrap one (index 0), with no table in it.
+    this.table = snapshot.data.length === 0 ? new LockTable() : LockTable.restore(snapshot.data);
+    this.membership.onSnapshotInstalled(this.table.members);
     this.sessions.rebuild(this.table);
     this.lastSnapshotIndex = snapshot.meta.index;
     this.bytesSinceSnapshot = 0;
@@ -1169,6 +1223,7 @@ export class RaftlockNode {
   }
 
   private applyEntry(entry: Entry): void {
+    this.appliedHere = { index: entry.index, term: entry.term };
     this.bytesSinceSnapshot += entry.data.byteLength;
     let results: readonly Result[] | null = null;
     if (entry.type === EntryType.normal) {
@@ -1204,6 +1259,9 @@ export class RaftlockNode {
       this.settlePending(entry.index, decoded.commands, output.results);
     } else if (this.role.role === 'leader') {
       this.commitWanted = true; // a no-op or a membership change: rare, and followers act on both
+    }
+    if (entry.type === EntryType.confChange) {
+      this.membership.onConfChangeApplied(entry.index, entry.term, decodeConfChange(entry.data));
     }
     const proposal = this.proposed.get(entry.index);
     if (proposal === undefined) return;
@@ -1303,6 +1361,7 @@ export class RaftlockNode {
       this.finishPending(entry, { ok: false, error });
     for (const waiter of this.keepaliveWaiters) waiter.resolve(false);
     this.keepaliveWaiters = [];
+    this.membership.stop(error);
     await this.idle();
   }
 

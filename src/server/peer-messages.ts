@@ -46,8 +46,31 @@ export interface LivenessAckBody {
   readonly reportNo: number;
 }
 
+/** A node → the leader: a client's membership change (C5), to run there; `id` is the asker's. */
+export interface AdminBody {
+  readonly id: number;
+  readonly op: 'addMember' | 'removeMember' | 'transferLeader';
+  readonly member: string;
+  /** addMember only; '' otherwise. */
+  readonly peerAddress: string;
+  readonly clientUrl: string;
+}
+
+/** The leader → the asker: how the membership change `id` ended; `code` '' when it succeeded. */
+export interface AdminResultBody {
+  readonly id: number;
+  readonly code: ErrorCode | '';
+  readonly message: string;
+}
+
+/** Bounds of the admin bodies' strings (the node checks ids and addresses properly). */
+export const adminStringBytesMax = 512;
+export const adminMessageBytesMax = 1024;
+
 export type PeerBody =
   | { readonly kind: 'forward'; readonly body: ForwardBody }
+  | { readonly kind: 'admin'; readonly body: AdminBody }
+  | { readonly kind: 'adminResult'; readonly body: AdminResultBody }
   | { readonly kind: 'refused'; readonly body: RefusedBody }
   | { readonly kind: 'opened'; readonly body: OpenedBody }
   | { readonly kind: 'liveness'; readonly body: LivenessReportBody }
@@ -73,6 +96,8 @@ export function encodePeerBody(message: PeerBody): Uint8Array {
       });
     case 'opened':
     case 'livenessAck':
+    case 'admin':
+    case 'adminResult':
       return packr.pack(message.body);
     case 'liveness':
       return packr.pack({
@@ -104,6 +129,13 @@ function record(value: unknown): Record<string, unknown> {
 function count(body: Record<string, unknown>, name: string): number {
   const value = Object.hasOwn(body, name) ? body[name] : undefined;
   if (!isCount(value)) fail(`${name} is not a non-negative integer`);
+  return value;
+}
+
+function text(body: Record<string, unknown>, name: string, bytesMax: number): string {
+  const value = Object.hasOwn(body, name) ? body[name] : undefined;
+  if (typeof value !== 'string' || Buffer.byteLength(value) > bytesMax)
+    fail(`${name} is not a bounded string`);
   return value;
 }
 
@@ -183,6 +215,28 @@ function decodeBody(kind: string, bytes: Uint8Array): PeerBody {
     }
     case 'livenessAck':
       return { kind, body: { reportNo: count(body, 'reportNo') } };
+    case 'admin': {
+      const op = body.op;
+      if (op !== 'addMember' && op !== 'removeMember' && op !== 'transferLeader') fail('unknown admin op');
+      return {
+        kind,
+        body: {
+          id: count(body, 'id'),
+          op,
+          member: text(body, 'member', adminStringBytesMax),
+          peerAddress: text(body, 'peerAddress', adminStringBytesMax),
+          clientUrl: text(body, 'clientUrl', adminStringBytesMax),
+        },
+      };
+    }
+    case 'adminResult': {
+      const code = body.code;
+      if (code !== '' && !isErrorCode(code)) fail('unknown code');
+      return {
+        kind,
+        body: { id: count(body, 'id'), code, message: text(body, 'message', adminMessageBytesMax) },
+      };
+    }
     default:
       return fail(`unknown kind ${JSON.stringify(kind.slice(0, 32))}`);
   }

@@ -1,7 +1,9 @@
 // Assembles one raftlock node: storage (recovering from disk or bootstrapping), the peer transport, the
 // Raft driver with its lock table, and the client gateway; and takes them down again in order.
 
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { InvalidArgumentError } from '../errors.ts';
 import { UserDirectory } from '../security/users.ts';
 import { LevelStorage } from '../storage/level-storage.ts';
 import { PeerTransport } from '../transport/peer-transport.ts';
@@ -9,6 +11,7 @@ import type { NodeConfig } from './config.ts';
 import { DashboardEvents, DashboardViews } from './dashboard.ts';
 import { Gateway } from './gateway.ts';
 import type { Logger } from './log.ts';
+import { MemberDirectory } from './members.ts';
 import { NodeMetrics } from './metrics.ts';
 import { RaftlockNode } from './node.ts';
 
@@ -23,10 +26,29 @@ export async function startServer(
   config: NodeConfig,
   log: Logger,
   onFatal: (error: unknown) => void,
+  hooks: { readonly onRemoved?: () => void } = {},
 ): Promise<RaftlockServer> {
   mkdirSync(config.dataDir, { recursive: true });
+  // A removed node's log ends in its own removal: starting it again would only stop it again, and
+  // joining with that data would bring stale state back. Its data directory must be wiped first.
+  const removedMarker = join(config.dataDir, 'removed');
+  if (existsSync(removedMarker))
+    throw new InvalidArgumentError(
+      `node ${config.id} was removed from the cluster (${removedMarker}); wipe ${config.dataDir} to join again`,
+    );
+  // C5: members' addresses — the configuration's, then what this node learned and saved before.
+  const directory = new MemberDirectory(config.dataDir);
+  for (const member of config.members)
+    directory.learn(member.id, { peer: member.peer, clientUrl: member.url });
+  if (directory.load())
+    log.info(
+      { event: 'members_loaded', members: directory.size },
+      'member addresses loaded from members.json',
+    );
+  directory.save();
   const storage = await LevelStorage.open(config.dataDir, { sync: config.sync });
-  const voters = config.members.map((member) => member.id).sort();
+  // A joining node starts with no membership: the leader's bootstrap snapshot and log bring it.
+  const voters = config.joining === true ? [] : config.members.map((member) => member.id).sort();
   let state = await storage.load();
   if (state === null) {
     state = await storage.bootstrap({ voters, learners: [] });
@@ -52,8 +74,11 @@ export async function startServer(
     secret: config.clusterSecret,
     listen: config.peerListen,
     tls: config.tls,
+    // Every known address for now; the node narrows it to the members as soon as it starts.
     peers: new Map(
-      config.members.filter((member) => member.id !== config.id).map((member) => [member.id, member.peer]),
+      [...directory.entries()]
+        .filter(([id]) => id !== config.id)
+        .map(([id, addresses]) => [id, addresses.peer]),
     ),
     log: ({ level, ...fields }) => transportLog[level](fields, fields.event),
   });
@@ -65,9 +90,15 @@ export async function startServer(
     timing: config.timing,
     log,
     onFatal,
+    directory,
+    onRemoved: () => {
+      writeFileSync(removedMarker, `removed from cluster ${config.clusterId}\n`);
+      // Let the answer to the removal request leave first, then stop taking part.
+      setTimeout(() => void stop({ transferTimeoutMs: 0 }).then(() => hooks.onRemoved?.()), 500).unref();
+    },
   });
-  const memberUrls = new Map<string, string>();
-  for (const member of config.members) if (member.url !== null) memberUrls.set(member.id, member.url);
+  // One live map: membership changes update it, and NOT_LEADER hints and the dashboard read it.
+  const memberUrls = directory.clientUrls;
   const gateway = await Gateway.listen({
     node,
     clusterId: config.clusterId,

@@ -12,6 +12,9 @@ export type ParsedFrame =
   | { readonly ok: false; readonly id: number | null; readonly error: RaftlockError };
 
 const passwordBytesMax = 1024;
+/** Membership requests: the id and address checks proper are the node's (src/server/members.ts). */
+const memberIdBytesMax = 128;
+const memberAddressBytesMax = 512;
 const tokenBytesMax = 128;
 /** Longest lock timeout a request may ask for: one day. */
 const lockTimeoutMsMax = 24 * 60 * 60 * 1000;
@@ -83,6 +86,28 @@ export function parseClientFrame(value: unknown): ParsedFrame {
         return bad(`limit must be in [1, ${listLocksMax}]`);
       return { ok: true, frame: { t: 'req', id, op: 'locks', prefix, after, limit } };
     }
+    case 'members':
+      return { ok: true, frame: { t: 'req', id, op: 'members' } };
+    case 'addMember': {
+      if (!isString(value.member, memberIdBytesMax, 1)) return bad('member must be a non-empty id');
+      if (!isString(value.peerAddress, memberAddressBytesMax, 1)) return bad('peerAddress must be HOST:PORT');
+      if (!isString(value.clientUrl, memberAddressBytesMax, 1)) return bad('clientUrl must be a ws:// URL');
+      return {
+        ok: true,
+        frame: {
+          t: 'req',
+          id,
+          op: 'addMember',
+          member: value.member,
+          peerAddress: value.peerAddress,
+          clientUrl: value.clientUrl,
+        },
+      };
+    }
+    case 'removeMember':
+    case 'transferLeader':
+      if (!isString(value.member, memberIdBytesMax, 1)) return bad('member must be a non-empty id');
+      return { ok: true, frame: { t: 'req', id, op: value.op, member: value.member } };
     default:
       return { ok: false, id, error: new InvalidArgumentError('unknown op') };
   }

@@ -242,7 +242,11 @@ export class LevelStorage {
    */
   async bootstrap(conf: ConfState): Promise<PersistentState> {
     assert(this.phase === 'empty', `storage: bootstrap() needs an empty directory (phase ${this.phase})`);
-    assert(conf.voters.length > 0, 'storage: bootstrap needs at least one voter');
+    // No members at all: a node that joins an existing cluster (C5); the leader sends it the membership.
+    assert(
+      conf.voters.length > 0 || conf.learners.length === 0,
+      'storage: bootstrap needs at least one voter, or no members at all',
+    );
     const hardState: HardState = { term: 0, vote: null, commit: 0 };
     const snapshot: Snapshot = { meta: { index: 0, term: 0, conf }, data: new Uint8Array(0) };
     this.projection = {
@@ -257,6 +261,41 @@ export class LevelStorage {
     const ops: BatchOp[] = [this.put(formatKey, this.packr.pack({ layoutVersion: storageLayoutVersion }))];
     this.planSnapshot(ops, snapshot);
     ops.push(this.put(hardStateKey, this.packHardState(hardState)));
+    await this.enqueue(ops);
+    return { hardState, snapshot, entries: [] };
+  }
+
+  /**
+   * First boot of an empty directory from a backup (`raftlock restore`, src/backup/restore.ts): the format
+   * record, `snapshot` as the first log position and a hard state that commits it (term = the snapshot's
+   * term, no vote), in one atomic synced batch — a crash leaves the directory empty or restored, never
+   * bootstrapped without the table.
+   */
+  async bootstrapFromSnapshot(snapshot: Snapshot): Promise<PersistentState> {
+    assert(this.phase === 'empty', `storage: bootstrap needs an empty directory (phase ${this.phase})`);
+    const { index, term, conf } = snapshot.meta;
+    assert(
+      index > 0 && term > 0,
+      `storage: a restored snapshot needs index and term > 0 (${index}, ${term})`,
+    );
+    assert(conf.voters.length > 0, 'storage: bootstrap needs at least one voter');
+    this.projection = {
+      hardState: { term: 0, vote: null, commit: 0 },
+      snapshotIndex: 0,
+      snapshotTerm: 0,
+      snapshotChunkCount: 0,
+      firstEntryIndex: 1,
+      lastIndex: 0,
+    };
+    this.phase = 'ready';
+    const ops: BatchOp[] = [this.put(formatKey, this.packr.pack({ layoutVersion: storageLayoutVersion }))];
+    this.planSnapshot(ops, snapshot);
+    this.projection.firstEntryIndex = index + 1;
+    this.projection.lastIndex = index;
+    const hardState: HardState = { term, vote: null, commit: index };
+    this.checkHardState(hardState);
+    ops.push(this.put(hardStateKey, this.packHardState(hardState)));
+    this.projection.hardState = hardState;
     await this.enqueue(ops);
     return { hardState, snapshot, entries: [] };
   }

@@ -49,7 +49,12 @@ export class TestCluster {
     this.nodes = nodes;
   }
 
-  static async create(size: number, extraArgs: readonly string[] = []): Promise<TestCluster> {
+  /** `beforeStart` runs once cluster.json is written, before any node starts (e.g. to seed data dirs). */
+  static async create(
+    size: number,
+    extraArgs: readonly string[] = [],
+    options: { beforeStart?: (cluster: TestCluster) => Promise<void> } = {},
+  ): Promise<TestCluster> {
     const dir = mkdtempSync(join(tmpdir(), 'raftlock-it-'));
     const ports = await freePorts(size * 2);
     const nodes = Array.from({ length: size }, (_, i) => ({
@@ -67,6 +72,7 @@ export class TestCluster {
       nodes.map((node) => ({ id: node.id, url: node.url, process: null })),
       extraArgs,
     );
+    await options.beforeStart?.(cluster);
     for (const node of cluster.nodes) cluster.start(node.id);
     return cluster;
   }
