@@ -13,13 +13,13 @@
 //                    [--baseline DIR]
 //
 // Workloads run side by side: for each, raftlock, then etcd (and the baseline), so a machine whose load
-// changes during the run weighs on every system alike. `--baseline DIR` also runs W1–W4 against the
+// changes during the run weighs on every system alike. `--baseline DIR` also runs W1–W5 against the
 // raftlock of another checkout (say `git archive HEAD` unpacked in DIR, with node_modules linked) and
 // adds a "before" column: before/after figures from the same run.
 //
 // Sessions start on the leader (both systems), so the figures measure the replicated write path rather
-// than follower forwarding. W5 runs against raftlock only. `--short` fits in about a minute: 3 s runs,
-// 2 kills, and W5 scaled down to 100,000 locks across 10,000 sessions.
+// than follower forwarding. W5 runs against raftlock (and the baseline) only. `--short` fits in about a
+// minute: 3 s runs, 2 kills, and W5 scaled down to 100,000 locks across 10,000 sessions.
 
 import { existsSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
@@ -108,7 +108,8 @@ if (baselineMain !== undefined && !existsSync(baselineMain)) {
 
 const cycleWorkloads = ['W1', 'W2', 'W3', 'W4'].filter((w) => only.has(w));
 const systemCount = 1 + (withEtcd ? 1 : 0) + (baselineMain === undefined ? 0 : 1);
-const steps = cycleWorkloads.length * systemCount + (only.has('W5') ? 1 : 0);
+const steps =
+  cycleWorkloads.length * systemCount + (only.has('W5') ? (baselineMain === undefined ? 1 : 2) : 0);
 const bar = new ProgressBar(steps);
 const loadBefore = loadavg();
 const startedAt = new Date();
@@ -145,14 +146,22 @@ try {
       );
   }
   if (only.has('W5')) {
-    bar.step(`W5 raftlock (${w5Sessions.toLocaleString('en-US')} sessions)`);
-    const cluster = await RaftlockCluster.start({ fsync });
-    try {
-      results.raftlock.w5 = await runScale(cluster, w5Sessions, w5LocksPerSession, (f, note) =>
-        bar.update(f, note),
-      );
-    } finally {
-      await cluster.stop();
+    // With --baseline, W5 runs on the other checkout too, right after: before and after on one machine state.
+    const systems =
+      baselineMain === undefined ? (['raftlock'] as const) : (['raftlock', 'baseline'] as const);
+    for (const system of systems) {
+      bar.step(`W5 ${system} (${w5Sessions.toLocaleString('en-US')} sessions)`);
+      const cluster = await RaftlockCluster.start({
+        fsync,
+        ...(system === 'baseline' ? { cliMain: baselineMain } : {}),
+      });
+      try {
+        results[system].w5 = await runScale(cluster, w5Sessions, w5LocksPerSession, (f, note) =>
+          bar.update(f, note),
+        );
+      } finally {
+        await cluster.stop();
+      }
     }
   }
 } finally {

@@ -1,4 +1,4 @@
-// The table's snapshot: one msgpackr array of primitives, written in the table's own iteration orders
+// The table's snapshot: one msgpack array of primitives, written in the table's own iteration orders
 // so that two replicas with the same state write the same bytes, and a restored table iterates — and
 // so behaves and snapshots — exactly like the original.
 //
@@ -22,12 +22,13 @@
 // work small. Derived state (deadline heap, waiter total, pending index) is rebuilt, not stored.
 // Restoring trusts nothing: any byte sequence gives a table or a PROTOCOL_ERROR (C7).
 
-import { Packr, Unpackr } from 'msgpackr';
+import { Unpackr } from 'msgpackr';
 import { isErrorCode, ProtocolError } from '../errors.ts';
 import { answersInOrder, rememberAnswer, reserveAnswers } from './answers.ts';
 import { type Grants, grantPatternsMax, grantsProblem } from './permissions.ts';
 import {
   AcquireRequest,
+  appendWaiter,
   type DedupeValue,
   LockState,
   linkOwned,
@@ -50,7 +51,8 @@ export const snapshotMembersMax = 256;
 export const snapshotMemberIdLengthMax = 64;
 export const snapshotMemberContextLengthMax = 1024;
 
-const packr = new Packr({ useRecords: false, moreTypes: false });
+/** The snapshot writer's chunk size (see FlatWriter). */
+const writerChunkBytes = 1024 * 1024;
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
 const scopes: readonly SessionLockScope[] = [
@@ -91,7 +93,8 @@ export function writeSnapshot(state: TableState, windowSize: number): Uint8Array
     }
     grantRefs.set(grants, ref);
   }
-  const out: unknown[] = [
+  const out = new FlatWriter();
+  out.push(
     snapshotFormatVersion,
     state.appliedIndex,
     state.nowMs,
@@ -100,7 +103,7 @@ export function writeSnapshot(state: TableState, windowSize: number): Uint8Array
     state.sessions.size,
     state.locks.size,
     grantList.length,
-  ];
+  );
   for (const grants of grantList) {
     out.push(
       grants.acquire.length,
@@ -150,10 +153,145 @@ export function writeSnapshot(state: TableState, windowSize: number): Uint8Array
   const members = [...state.members].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   out.push(members.length);
   for (const [id, context] of members) out.push(id, context);
-  return packr.pack(out);
+  return out.finish();
 }
 
-function writeDedupeValue(out: unknown[], value: DedupeValue): void {
+/**
+ * Writes one flat msgpack array of integers and strings item by item, in 1 MiB chunks, then copies the
+ * chunks into one buffer of exactly the snapshot's size. The bytes are those msgpackr gives for the
+ * whole array (smallest integer and string headers, floats for integers past 32 bits, short strings
+ * encoded by hand as msgpackr does), without building the array first: at 1,000,000 locks that array
+ * held 10 million items (80 MB of heap, more while it grew), and msgpackr's process-wide scratch buffer
+ * grew past the snapshot's size and stayed pinned by it (see codec.ts).
+ */
+class FlatWriter {
+  private readonly chunks: Buffer[] = [];
+  private chunk: Buffer = Buffer.allocUnsafeSlow(writerChunkBytes);
+  private at = 0;
+  private count = 0;
+  private bytes = 0;
+
+  push(...items: (number | string)[]): void {
+    for (const item of items) {
+      if (typeof item === 'number') this.number(item);
+      else this.string(item);
+    }
+  }
+
+  private room(bytesMax: number): void {
+    if (this.at + bytesMax <= this.chunk.length) return;
+    this.chunks.push(this.chunk.subarray(0, this.at));
+    this.bytes += this.at;
+    this.chunk = Buffer.allocUnsafeSlow(Math.max(writerChunkBytes, bytesMax));
+    this.at = 0;
+  }
+
+  private number(value: number): void {
+    this.count++;
+    this.room(9);
+    const chunk = this.chunk;
+    if (value >>> 0 === value) {
+      if (value < 0x80) chunk[this.at++] = value;
+      else if (value < 0x100) {
+        chunk[this.at++] = 0xcc;
+        chunk[this.at++] = value;
+      } else if (value < 0x10000) {
+        chunk[this.at++] = 0xcd;
+        this.at = chunk.writeUInt16BE(value, this.at);
+      } else {
+        chunk[this.at++] = 0xce;
+        this.at = chunk.writeUInt32BE(value, this.at);
+      }
+    } else if (value >> 0 === value) {
+      if (value >= -0x20) chunk[this.at++] = 0x100 + value;
+      else if (value >= -0x80) {
+        chunk[this.at++] = 0xd0;
+        chunk[this.at++] = value + 0x100;
+      } else if (value >= -0x8000) {
+        chunk[this.at++] = 0xd1;
+        this.at = chunk.writeInt16BE(value, this.at);
+      } else {
+        chunk[this.at++] = 0xd2;
+        this.at = chunk.writeInt32BE(value, this.at);
+      }
+    } else {
+      chunk[this.at++] = 0xcb;
+      this.at = chunk.writeDoubleBE(value, this.at);
+    }
+  }
+
+  private string(value: string): void {
+    this.count++;
+    const length = value.length;
+    this.room(length * 3 + 5);
+    const chunk = this.chunk;
+    // Encode after the largest header the string may need, then move it next to the real header.
+    const headerMax = length < 0x20 ? 1 : length < 0x100 ? 2 : length < 0x10000 ? 3 : 5;
+    const start = this.at + headerMax;
+    let end = start;
+    if (length < 0x40) {
+      // msgpackr's own loop for short strings (a lone surrogate becomes its 3-byte form, as there).
+      for (let i = 0; i < length; i++) {
+        let c1 = value.charCodeAt(i);
+        const c2 = i + 1 < length ? value.charCodeAt(i + 1) : 0;
+        if (c1 < 0x80) chunk[end++] = c1;
+        else if (c1 < 0x800) {
+          chunk[end++] = (c1 >> 6) | 0xc0;
+          chunk[end++] = (c1 & 0x3f) | 0x80;
+        } else if ((c1 & 0xfc00) === 0xd800 && (c2 & 0xfc00) === 0xdc00) {
+          c1 = 0x10000 + ((c1 & 0x03ff) << 10) + (c2 & 0x03ff);
+          i++;
+          chunk[end++] = (c1 >> 18) | 0xf0;
+          chunk[end++] = ((c1 >> 12) & 0x3f) | 0x80;
+          chunk[end++] = ((c1 >> 6) & 0x3f) | 0x80;
+          chunk[end++] = (c1 & 0x3f) | 0x80;
+        } else {
+          chunk[end++] = (c1 >> 12) | 0xe0;
+          chunk[end++] = ((c1 >> 6) & 0x3f) | 0x80;
+          chunk[end++] = (c1 & 0x3f) | 0x80;
+        }
+      }
+    } else end += chunk.write(value, start, 'utf8');
+    const bytes = end - start;
+    const header = bytes < 0x20 ? 1 : bytes < 0x100 ? 2 : bytes < 0x10000 ? 3 : 5;
+    if (header !== headerMax) chunk.copyWithin(this.at + header, start, end);
+    let at = this.at;
+    if (header === 1) chunk[at++] = 0xa0 | bytes;
+    else if (header === 2) {
+      chunk[at++] = 0xd9;
+      chunk[at++] = bytes;
+    } else if (header === 3) {
+      chunk[at++] = 0xda;
+      at = chunk.writeUInt16BE(bytes, at);
+    } else {
+      chunk[at++] = 0xdb;
+      at = chunk.writeUInt32BE(bytes, at);
+    }
+    this.at = at + bytes;
+  }
+
+  /** The array header and every item, in one buffer of exactly their size. */
+  finish(): Uint8Array {
+    const count = this.count;
+    const header =
+      count < 0x10
+        ? Uint8Array.of(0x90 | count)
+        : count < 0x10000
+          ? Uint8Array.of(0xdc, count >> 8, count & 0xff)
+          : Uint8Array.of(0xdd, count >>> 24, (count >> 16) & 0xff, (count >> 8) & 0xff, count & 0xff);
+    const bytes = new Uint8Array(header.length + this.bytes + this.at);
+    bytes.set(header, 0);
+    let at = header.length;
+    for (const chunk of [...this.chunks, this.chunk.subarray(0, this.at)]) {
+      bytes.set(chunk, at);
+      at += chunk.length;
+    }
+    this.chunks.length = 0;
+    return bytes;
+  }
+}
+
+function writeDedupeValue(out: FlatWriter, value: DedupeValue): void {
   if (typeof value === 'number') out.push(Tag.acquireGranted, value);
   else if (value instanceof AcquireRequest) out.push(Tag.acquirePending);
   else if (value.kind === 'unlocked') out.push(value.owned ? Tag.unlockedOwned : Tag.unlockedNotOwned);
@@ -334,11 +472,7 @@ export function readSnapshot(bytes: Uint8Array, windowSize: number): TableState 
         throw new ProtocolError('snapshot: waiter has no wait');
       if (waiter.prev !== null || lock.head === waiter)
         throw new ProtocolError('snapshot: waiter queued twice');
-      waiter.prev = lock.tail;
-      if (lock.tail === null) lock.head = waiter;
-      else lock.tail.next = waiter;
-      lock.tail = waiter;
-      lock.waiterCount++;
+      appendWaiter(lock, waiter);
       state.waiterTotal++;
     }
   }

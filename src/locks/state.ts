@@ -99,11 +99,22 @@ export function ownedLocks(session: SessionState): LockState[] {
   return locks;
 }
 
+/** A lock's queue of waiting sessions, earliest first (S7): a doubly linked list of Waiters. */
+export class WaitQueue {
+  tail: Waiter;
+  count = 1;
+
+  constructor(public head: Waiter) {
+    this.tail = head;
+  }
+}
+
 export class LockState {
-  /** The queue of waiting sessions, earliest first (S7), as a doubly linked list of Waiters. */
-  head: Waiter | null = null;
-  tail: Waiter | null = null;
-  waiterCount = 0;
+  /**
+   * Its waiters; null while none waits. Most locks never have a waiter: one field instead of three is
+   * 16 MB of heap less at 1,000,000 locks (W5).
+   */
+  queue: WaitQueue | null = null;
   /** Neighbours in the owner's list of locks (grant order). */
   ownerPrev: LockState | null = null;
   ownerNext: LockState | null = null;
@@ -116,6 +127,46 @@ export class LockState {
     public sequence: number,
     public scope: SessionLockScope,
   ) {}
+
+  get head(): Waiter | null {
+    return this.queue === null ? null : this.queue.head;
+  }
+  get tail(): Waiter | null {
+    return this.queue === null ? null : this.queue.tail;
+  }
+  get waiterCount(): number {
+    return this.queue === null ? 0 : this.queue.count;
+  }
+}
+
+/** Appends `waiter` to the end of `lock`'s queue. */
+export function appendWaiter(lock: LockState, waiter: Waiter): void {
+  waiter.next = null;
+  const queue = lock.queue;
+  if (queue === null) {
+    waiter.prev = null;
+    lock.queue = new WaitQueue(waiter);
+    return;
+  }
+  waiter.prev = queue.tail;
+  queue.tail.next = waiter;
+  queue.tail = waiter;
+  queue.count++;
+}
+
+/** Takes `waiter` out of `lock`'s queue; the queue goes with its last waiter. */
+export function unlinkWaiter(lock: LockState, waiter: Waiter): void {
+  const queue = lock.queue as WaitQueue;
+  if (queue.count === 1) lock.queue = null;
+  else {
+    if (waiter.prev === null) queue.head = waiter.next as Waiter;
+    else waiter.prev.next = waiter.next;
+    if (waiter.next === null) queue.tail = waiter.prev as Waiter;
+    else waiter.next.prev = waiter.prev;
+    queue.count--;
+  }
+  waiter.prev = null;
+  waiter.next = null;
 }
 
 /** One session's wait for one lock: the group of its pending acquire requests for that name (S4). */

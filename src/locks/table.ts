@@ -20,6 +20,7 @@ import {
 } from './snapshot.ts';
 import {
   AcquireRequest,
+  appendWaiter,
   type DedupeValue,
   grantAnswer,
   grantAnswerScope,
@@ -31,6 +32,7 @@ import {
   SessionState,
   TableState,
   unlinkOwned,
+  unlinkWaiter,
   Waiter,
 } from './state.ts';
 import type {
@@ -58,6 +60,9 @@ export interface LockTableOptions {
   /** Overrides of the bounds in src/limits.ts (tests use small ones to reach the edges). */
   readonly limits?: Partial<LockTableLimits>;
 }
+
+/** Distinct grants remembered for sharing; past this the memo starts over (grants change rarely). */
+const grantsSharedMax = 1024;
 
 const SESSION = SessionLockScope.UNLOCK_ON_SESSION_LOSS;
 const CONNECTION = SessionLockScope.UNLOCK_ON_CONNECTION_LOSS;
@@ -111,6 +116,8 @@ export class LockTable {
   private state: TableState;
   /** The effects list of the entry being applied. */
   private effects: Effect[] = [];
+  /** Distinct grants seen in openSession, shared by their sessions (see `shared`). Not replicated state. */
+  private readonly grantsByKey = new Map<string, Grants>();
 
   constructor(options: LockTableOptions = {}) {
     this.limits = Object.freeze({ ...defaultLockTableLimits, ...options.limits });
@@ -253,8 +260,29 @@ export class LockTable {
       return errorResult('LIMIT_EXCEEDED', `${this.limits.sessionsMax} sessions are open already`);
     }
     const id = ++state.lastSessionId;
-    state.sessions.set(id, new SessionState(id, principal, reconnectionWindowMs, grants));
+    state.sessions.set(id, new SessionState(id, principal, reconnectionWindowMs, this.shared(grants)));
     return { kind: 'opened', session: id };
+  }
+
+  /**
+   * One frozen Grants object per distinct grant, shared by every session holding it (a principal's
+   * sessions all carry the same grant, each decoded afresh from its entry): at 100,000 sessions that is
+   * about 20 MB of heap. Sharing is invisible to behaviour and to the snapshot, which stores each
+   * distinct grant once anyway.
+   */
+  private shared(grants: Grants | null): Grants | null {
+    if (grants === null) return null;
+    const key = JSON.stringify([grants.acquire, grants.read, grants.admin]);
+    const known = this.grantsByKey.get(key);
+    if (known !== undefined) return known;
+    if (this.grantsByKey.size >= grantsSharedMax) this.grantsByKey.clear();
+    const frozen: Grants = Object.freeze({
+      acquire: Object.freeze([...grants.acquire]),
+      read: Object.freeze([...grants.read]),
+      admin: grants.admin,
+    });
+    this.grantsByKey.set(key, frozen);
+    return frozen;
   }
 
   private reconnect(id: number, epoch: number): Result {
@@ -615,23 +643,12 @@ export class LockTable {
   }
 
   private enqueue(lock: LockState, waiter: Waiter): void {
-    waiter.prev = lock.tail;
-    waiter.next = null;
-    if (lock.tail === null) lock.head = waiter;
-    else lock.tail.next = waiter;
-    lock.tail = waiter;
-    lock.waiterCount++;
+    appendWaiter(lock, waiter);
     this.state.waiterTotal++;
   }
 
   private dequeue(lock: LockState, waiter: Waiter): void {
-    if (waiter.prev === null) lock.head = waiter.next;
-    else waiter.prev.next = waiter.next;
-    if (waiter.next === null) lock.tail = waiter.prev;
-    else waiter.next.prev = waiter.prev;
-    waiter.prev = null;
-    waiter.next = null;
-    lock.waiterCount--;
+    unlinkWaiter(lock, waiter);
     this.state.waiterTotal--;
   }
 
@@ -684,6 +701,30 @@ export class LockTable {
     return [...this.state.sessions.keys()];
   }
 
+  /**
+   * Each session's connection state, in opening order, without building a SessionInfo (whose lists of
+   * locks cost a million objects at W5's size): what the leader's liveness mirror is rebuilt from.
+   */
+  forEachSessionConnection(
+    visit: (
+      id: number,
+      connectionEpoch: number,
+      connected: boolean,
+      connectionLostAtMs: number | null,
+      reconnectionWindowMs: number,
+    ) => void,
+  ): void {
+    for (const session of this.state.sessions.values()) {
+      visit(
+        session.id,
+        session.epoch,
+        session.connected,
+        session.connected ? null : session.connectionLostAtMs,
+        session.reconnectionWindowMs,
+      );
+    }
+  }
+
   // --- Invariants --------------------------------------------------------------------------------
 
   /**
@@ -712,6 +753,7 @@ export class LockTable {
         prev = waiter;
       }
       assert(lock.tail === prev && lock.waiterCount === count, 'lock queue tail and count');
+      assert(lock.queue === null || lock.queue.count > 0, 'an empty queue is dropped');
       waiterTotal += count;
     }
     assert(waiterTotal === state.waiterTotal, 'waiter total');

@@ -79,7 +79,9 @@ export class EventRing {
 
   push(event: EventFields): void {
     this.recorded++;
-    this.slots[this.next] = { ...event, no: this.recorded } as DashboardEvent;
+    // Callers hand a fresh object: number it in place rather than copy it (one event per grant).
+    (event as { no?: number }).no = this.recorded;
+    this.slots[this.next] = event as DashboardEvent;
     this.next = (this.next + 1) % this.capacity;
   }
 

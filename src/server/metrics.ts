@@ -59,10 +59,12 @@ export class NodeMetrics implements NodeObserver {
   private readonly waitSeconds: Histogram;
   private readonly holdSeconds: Histogram;
   private readonly persistSeconds: Histogram;
-  /** `${session} ${name}` → entry time of the first waiting request. */
+  /** `${session} ${name}` → entry time (from timeBaseMs) of the first waiting request. */
   private readonly waitingSince = new Map<string, number>();
-  /** `${name}` → entry time of the grant. */
+  /** `${name}` → entry time (from timeBaseMs) of the grant. */
   private readonly heldSince = new Map<string, number>();
+  /** Entry time the two maps above count from; -1 before the first entry. */
+  private timeBaseMs = -1;
   private lastRole = '';
   /** The node's status and storage counters, read once per scrape rather than once per gauge. */
   private scraped: { status: NodeStatus; storage: ReturnType<MetricsSources['storage']> } | null = null;
@@ -199,7 +201,10 @@ export class NodeMetrics implements NodeObserver {
       if (command.type === 'openSession' && result?.kind === 'opened') this.sessionsOpened.inc();
       if (command.type === 'reconnect' && result?.kind === 'done') this.reconnects.inc();
     }
-    const nowMs = entry.timeMs;
+    // Times are kept relative to the first entry seen: small integers, which V8 stores in the maps
+    // unboxed — at 1,000,000 held locks that is 16 MB of heap numbers less.
+    if (this.timeBaseMs < 0) this.timeBaseMs = entry.timeMs;
+    const nowMs = entry.timeMs - this.timeBaseMs;
     for (const effect of effects) {
       switch (effect.kind) {
         case 'granted': {

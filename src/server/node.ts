@@ -25,7 +25,8 @@
 // it with the index it applied at, and the follower welcomes the client once it has applied that far.
 //
 // Liveness (DESIGN.md): a node that is not the leader sends the leader, every tick, one report of the
-// session connections its gateway holds; the leader refreshes their last-seen times, confirms its
+// session connections its gateway holds — once the leader takes them, only the changes since its last
+// report (liveness.ts); the leader counts every connection on that list as seen, confirms its
 // leadership with a ReadIndex round, then acks. A keepalive is confirmed to its client once a report
 // built after it arrived is acked (the leader's own gateway confirms by a ReadIndex round instead).
 
@@ -72,10 +73,16 @@ import type { PeerTransport } from '../transport/peer-transport.ts';
 import type { AppMessage } from '../transport/validate-message.ts';
 import { nodeClock } from './clock.ts';
 import { serverLimits } from './limits.ts';
-import { LivenessClock, SessionDirectory } from './liveness.ts';
+import { HeldReporter, LivenessClock, SessionDirectory } from './liveness.ts';
 import type { Logger } from './log.ts';
 import { MemberDirectory, Membership } from './members.ts';
-import { decodePeerBody, encodePeerBody, type PeerBody } from './peer-messages.ts';
+import {
+  decodePeerBody,
+  encodePeerBody,
+  type LivenessAckBody,
+  type LivenessReportBody,
+  type PeerBody,
+} from './peer-messages.ts';
 
 export interface NodeTiming {
   /** One Raft tick. */
@@ -272,6 +279,8 @@ export class RaftlockNode {
   private reportNo = 0;
   private readonly reportLeaders = new Map<number, NodeId>();
   private lostOut: [number, number][] = [];
+  /** This node's held connections as the leader has them; each run of the node is its own stream. */
+  private readonly reporter = new HeldReporter(randomInt(1, 2 ** 31));
   private keepaliveWaiters: KeepaliveWaiter[] = [];
 
   constructor(options: RaftlockNodeOptions) {
@@ -694,15 +703,10 @@ export class RaftlockNode {
         return;
       }
       case 'liveness':
-        this.onLivenessReport(
-          from,
-          peerMessage.body.reportNo,
-          peerMessage.body.sessions,
-          peerMessage.body.lost,
-        );
+        this.onLivenessReport(from, peerMessage.body);
         return;
       case 'livenessAck':
-        this.onLivenessAck(from, peerMessage.body.reportNo);
+        this.onLivenessAck(from, peerMessage.body);
         return;
       case 'admin':
         this.membership.onAdminRequest(from, peerMessage.body);
@@ -806,40 +810,54 @@ export class RaftlockNode {
     if (expired > 0) this.keepaliveWaiters = waiters.slice(expired);
     const leader = this.role.leader;
     if (leader === null) return;
-    const sessions = this.held.list();
-    if (sessions.length === 0 && this.lostOut.length === 0 && this.keepaliveWaiters.length === 0) return;
+    const held = this.held.list();
+    if (
+      !this.reporter.hasSomething(held.length) &&
+      this.lostOut.length === 0 &&
+      this.keepaliveWaiters.length === 0
+    )
+      return;
     const lost = this.lostOut.splice(0, serverLimits.livenessLostPerReportMax);
     const reportNo = ++this.reportNo;
     this.reportLeaders.set(reportNo, leader);
     this.reportLeaders.delete(reportNo - 64);
-    this.sendPeer(leader, { kind: 'liveness', body: { reportNo, sessions, lost } });
+    // Only what changed since the last report, once the leader takes deltas (liveness.ts).
+    const report = this.reporter.next(leader, reportNo, held);
+    if (!this.sendPeer(leader, { kind: 'liveness', body: { reportNo, lost, ...report } }))
+      this.reporter.notSent();
   }
 
-  /** The leader's side: refresh each reported connection's clock, confirm leadership, then ack. */
-  private onLivenessReport(
-    from: NodeId,
-    reportNo: number,
-    sessions: readonly (readonly [number, number])[],
-    lost: readonly (readonly [number, number])[],
-  ): void {
+  /**
+   * The leader's side: update the follower's list of held connections (all of them count as seen now),
+   * confirm leadership, then ack. A delta that does not build on our copy of the list is refused at once.
+   */
+  private onLivenessReport(from: NodeId, report: LivenessReportBody): void {
     if (this.role.role !== 'leader') return;
-    const nowMs = nodeClock.now();
-    for (const [id, epoch] of sessions) {
-      const record = this.sessions.get(id);
-      if (record !== undefined && record.epoch === epoch && record.connected) this.liveness.touch(id, nowMs);
+    const reportNo = report.reportNo;
+    const applied = this.liveness.report(from, report, nodeClock.now());
+    for (const [id, epoch] of report.lost) this.connectionClosed(id, epoch);
+    if (!applied) {
+      this.sendPeer(from, { kind: 'livenessAck', body: { reportNo, resync: true } });
+      return;
     }
-    for (const [id, epoch] of lost) this.connectionClosed(id, epoch);
     // The ack must come from a leader still confirmed after the report arrived: a deposed leader's ack
     // would let a client count from a keepalive the real leader never saw (S10).
     this.readBarrier().then(
-      () => this.sendPeer(from, { kind: 'livenessAck', body: { reportNo } }),
+      () => this.sendPeer(from, { kind: 'livenessAck', body: { reportNo, deltas: true } }),
       () => undefined,
     );
   }
 
-  private onLivenessAck(from: NodeId, reportNo: number): void {
+  private onLivenessAck(from: NodeId, ack: LivenessAckBody): void {
+    const reportNo = ack.reportNo;
     if (this.role.role === 'leader' || this.role.leader !== from || this.reportLeaders.get(reportNo) !== from)
       return;
+    if (ack.resync === true) {
+      // The leader did not apply that report: it confirms no keepalive; the next report is a full list.
+      this.reporter.resync(from, reportNo);
+      return;
+    }
+    this.reporter.acked(from, ack.deltas === true);
     const waiters = this.keepaliveWaiters;
     let covered = 0;
     while (covered < waiters.length && waiters[covered]!.coverNo <= reportNo) {

@@ -32,18 +32,33 @@ export interface OpenedBody {
   readonly index: number;
 }
 
-/** A gateway → the leader, every heartbeat: the sessions it holds open, and connections it lost. */
+/**
+ * A gateway → the leader, every heartbeat: the sessions it holds open, and connections it lost. The held
+ * sessions travel as a full list (`base` 0) or as the changes since report `base` of the same `stream`
+ * (src/server/liveness.ts, "liveness reports as deltas"). A body without `base` is a full list (older
+ * senders).
+ */
 export interface LivenessReportBody {
   readonly reportNo: number;
-  /** (session, connection epoch) of every open session connection on the gateway. */
+  /** (session, connection epoch): every open session connection on the gateway, or those added since `base`. */
   readonly sessions: readonly (readonly [number, number])[];
   /** (session, connection epoch) of connections that closed or went idle since the last report. */
   readonly lost: readonly (readonly [number, number])[];
+  /** 0: `sessions` is the full list; otherwise the report this one builds on. */
+  readonly base: number;
+  /** The sender's run (a random number per process): deltas build only on reports of the same stream. */
+  readonly stream: number;
+  /** Deltas: (session, epoch) pairs no longer held since `base`. */
+  readonly removed: readonly (readonly [number, number])[];
 }
 
 /** The leader → a gateway: report `reportNo` arrived, and leadership was confirmed by a quorum after. */
 export interface LivenessAckBody {
   readonly reportNo: number;
+  /** The leader applied the report and takes deltas from this sender. */
+  readonly deltas?: boolean;
+  /** The leader refused the report (a delta on a base it does not have): send a full list. Confirms nothing. */
+  readonly resync?: boolean;
 }
 
 /** A node → the leader: a client's membership change (C5), to run there; `id` is the asker's. */
@@ -95,16 +110,28 @@ export function encodePeerBody(message: PeerBody): Uint8Array {
         codes: message.body.items.map((i) => i.code),
       });
     case 'opened':
-    case 'livenessAck':
     case 'admin':
     case 'adminResult':
       return packr.pack(message.body);
-    case 'liveness':
+    case 'livenessAck': {
+      const { reportNo, deltas, resync } = message.body;
       return packr.pack({
-        reportNo: message.body.reportNo,
-        sessions: message.body.sessions.flat(),
-        lost: message.body.lost.flat(),
+        reportNo,
+        ...(deltas === true ? { deltas: 1 } : {}),
+        ...(resync === true ? { resync: 1 } : {}),
       });
+    }
+    case 'liveness': {
+      const { reportNo, sessions, lost, base, stream, removed } = message.body;
+      return packr.pack({
+        reportNo,
+        sessions: sessions.flat(),
+        lost: lost.flat(),
+        base,
+        stream,
+        ...(removed.length > 0 ? { removed: removed.flat() } : {}),
+      });
+    }
     default:
       return message satisfies never;
   }
@@ -144,6 +171,14 @@ function counts(body: Record<string, unknown>, name: string, lengthMax: number):
   if (!Array.isArray(value) || value.length > lengthMax) fail(`${name} is not a bounded list`);
   for (const item of value) if (!isCount(item)) fail(`${name} holds a non-integer`);
   return value as number[];
+}
+
+/** An optional 0/1 field; absent is false. */
+function flag(body: Record<string, unknown>, name: string): boolean {
+  if (!Object.hasOwn(body, name)) return false;
+  const value = body[name];
+  if (value !== 0 && value !== 1) fail(`${name} is not 0 or 1`);
+  return value === 1;
 }
 
 function pairs(flat: readonly number[], name: string): [number, number][] {
@@ -210,11 +245,23 @@ function decodeBody(kind: string, bytes: Uint8Array): PeerBody {
           reportNo: count(body, 'reportNo'),
           sessions: pairs(counts(body, 'sessions', sessionsMax), 'sessions'),
           lost: pairs(counts(body, 'lost', 2 * serverLimits.livenessLostPerReportMax), 'lost'),
+          base: Object.hasOwn(body, 'base') ? count(body, 'base') : 0,
+          stream: Object.hasOwn(body, 'stream') ? count(body, 'stream') : 0,
+          removed: Object.hasOwn(body, 'removed')
+            ? pairs(counts(body, 'removed', sessionsMax), 'removed')
+            : [],
         },
       };
     }
     case 'livenessAck':
-      return { kind, body: { reportNo: count(body, 'reportNo') } };
+      return {
+        kind,
+        body: {
+          reportNo: count(body, 'reportNo'),
+          ...(flag(body, 'deltas') ? { deltas: true } : {}),
+          ...(flag(body, 'resync') ? { resync: true } : {}),
+        },
+      };
     case 'admin': {
       const op = body.op;
       if (op !== 'addMember' && op !== 'removeMember' && op !== 'transferLeader') fail('unknown admin op');

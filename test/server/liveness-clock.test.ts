@@ -4,7 +4,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type Command, LockTable, type SessionId } from '../../src/locks/index.ts';
-import { LivenessClock, type LivenessOptions, SessionDirectory } from '../../src/server/liveness.ts';
+import {
+  HeldReporter,
+  LivenessClock,
+  type LivenessOptions,
+  PeerHeldConnections,
+  SessionDirectory,
+} from '../../src/server/liveness.ts';
 
 function setup(windowMs = 30_000) {
   const table = new LockTable();
@@ -23,6 +29,37 @@ function setup(windowMs = 30_000) {
 }
 
 const nowhere = () => false;
+
+describe('SessionDirectory', () => {
+  it('C6: rebuilt from a table, it mirrors every session as applying the commands did', () => {
+    const table = new LockTable();
+    const followed = new SessionDirectory();
+    const commands: Command[] = [
+      { type: 'openSession', principal: 'p', reconnectionWindowMs: 5_000 },
+      { type: 'openSession', principal: 'q', reconnectionWindowMs: 9_000 },
+      { type: 'openSession', principal: 'r', reconnectionWindowMs: 7_000 },
+    ];
+    const later: Command[] = [
+      { type: 'connectionLost', session: 2, epoch: 0 },
+      { type: 'reconnect', session: 3, epoch: 4 },
+      { type: 'acquire', session: 1, requestNo: 1, name: 'a', scope: 'UNLOCK_ON_SESSION_LOSS' },
+    ];
+    for (const [index, batch] of [commands, later].entries()) {
+      const out = table.apply(index + 1, { timeMs: 1_000 * (index + 1), commands: batch });
+      for (const [i, command] of batch.entries())
+        followed.onCommand(command, out.results[i]!, 1_000 * (index + 1));
+    }
+    const rebuilt = new SessionDirectory();
+    rebuilt.rebuild(table);
+    expect([...rebuilt.sessions]).toEqual([...followed.sessions]);
+    expect(rebuilt.get(2)).toEqual({
+      epoch: 0,
+      connected: false,
+      lostAtMs: 2_000,
+      reconnectionWindowMs: 9_000,
+    });
+  });
+});
 
 describe('LivenessClock', () => {
   it('proposes nothing while not the leader', () => {
@@ -297,3 +334,124 @@ class ScanningClock {
     return commands;
   }
 }
+
+describe('liveness reports as deltas (HeldReporter → PeerHeldConnections)', () => {
+  /** One follower reporting every 100 ms to a leader clock; `deliver` decides which reports arrive. */
+  function wire(deliver: (reportNo: number) => boolean = () => true) {
+    const { directory, clock } = setup();
+    clock.becameLeader(0);
+    const reporter = new HeldReporter(7);
+    let reportNo = 0;
+    const sent: { base: number; sessions: number; removed: number; applied: boolean }[] = [];
+    const tick = (nowMs: number, held: [number, number][]) => {
+      const no = ++reportNo;
+      const report = reporter.next('leader', no, held);
+      let applied = false;
+      if (deliver(no)) {
+        applied = clock.report('follower', { reportNo: no, ...report }, nowMs);
+        if (applied) reporter.acked('leader', true);
+        else reporter.resync('leader', no);
+      }
+      sent.push({
+        base: report.base,
+        sessions: report.sessions.length,
+        removed: report.removed.length,
+        applied,
+      });
+      return clock.check(nowMs, directory, nowhere);
+    };
+    return { tick, sent };
+  }
+
+  it('C6: a connection on a follower stays seen while only empty deltas travel, and is lost within the bound once dropped from its list', () => {
+    const { tick, sent } = wire();
+    for (let t = 100; t <= 10_000; t += 100) expect(tick(t, [[1, 0]]), `at ${t}`).toEqual([]);
+    // The first report is the full list; every later one carries no session at all.
+    expect(sent[0]).toMatchObject({ base: 0, sessions: 1 });
+    expect(sent.slice(1).every((r) => r.base > 0 && r.sessions === 0 && r.removed === 0)).toBe(true);
+    // The follower's gateway closed the connection (silently): the next report removes it. It was last
+    // seen with the report at 10 000, so the leader declares it lost at 12 000 — not earlier, not later.
+    const lost: Command[][] = [];
+    for (let t = 10_100; t <= 12_000; t += 100) lost.push(tick(t, []));
+    expect(sent.at(-lost.length)).toMatchObject({ removed: 1 });
+    expect(lost.slice(0, -1).flat()).toEqual([]);
+    expect(lost.at(-1)).toEqual([{ type: 'connectionLost', session: 1, epoch: 0 }]);
+  });
+
+  it('C6: after a lost report the leader refuses the next delta and the follower resends its full list; the connection stays seen', () => {
+    const { tick, sent } = wire((no) => no !== 20);
+    for (let t = 100; t <= 6_000; t += 100) expect(tick(t, [[1, 0]]), `at ${t}`).toEqual([]);
+    expect(sent[20]).toMatchObject({ applied: false }); // report 21 builds on the lost report 20
+    expect(sent[21]).toMatchObject({ base: 0, sessions: 1, applied: true });
+  });
+
+  it('C6: when a follower falls silent its connections are lost one bound after its last report', () => {
+    const { tick } = wire((no) => no <= 10);
+    const out: Command[][] = [];
+    for (let t = 100; t <= 3_000; t += 100) out.push(tick(t, [[1, 0]]));
+    // Last report applied at 1 000: lost at 3 000.
+    expect(out.slice(0, -1).flat()).toEqual([]);
+    expect(out.at(-1)).toEqual([{ type: 'connectionLost', session: 1, epoch: 0 }]);
+  });
+
+  it('C6: a connection held under an older epoch does not count for the current one', () => {
+    const { tick } = wire();
+    const out: Command[][] = [];
+    for (let t = 100; t <= 2_000; t += 100) out.push(tick(t, [[1, 5]]));
+    expect(out.at(-1)).toEqual([{ type: 'connectionLost', session: 1, epoch: 0 }]);
+  });
+
+  it('a leader that does not take deltas gets full lists, and a new leader starts from a full list', () => {
+    const reporter = new HeldReporter(3);
+    expect(reporter.next('a', 1, [[1, 0]])).toMatchObject({ base: 0, sessions: [[1, 0]] });
+    reporter.acked('a', false);
+    expect(reporter.next('a', 2, [[1, 0]])).toMatchObject({ base: 0, sessions: [[1, 0]] });
+    reporter.acked('a', true);
+    expect(
+      reporter.next('a', 3, [
+        [1, 0],
+        [2, 0],
+      ]),
+    ).toMatchObject({ base: 2, sessions: [[2, 0]], removed: [] });
+    expect(reporter.next('a', 4, [[2, 1]])).toMatchObject({ base: 3, sessions: [[2, 1]], removed: [[1, 0]] });
+    expect(reporter.next('b', 5, [[2, 1]])).toMatchObject({ base: 0, sessions: [[2, 1]] });
+  });
+
+  it('C7: a list past its bound is refused', () => {
+    const held = new PeerHeldConnections(2);
+    const full = (sessions: [number, number][]) => ({
+      reportNo: 1,
+      base: 0,
+      stream: 1,
+      sessions,
+      removed: [],
+    });
+    expect(
+      held.apply(
+        'f',
+        full([
+          [1, 0],
+          [2, 0],
+          [3, 0],
+        ]),
+        0,
+        () => undefined,
+      ),
+    ).toBe(false);
+    expect(
+      held.apply(
+        'f',
+        full([
+          [1, 0],
+          [2, 0],
+        ]),
+        0,
+        () => undefined,
+      ),
+    ).toBe(true);
+    const delta = { reportNo: 2, base: 1, stream: 1, sessions: [[3, 0]] as [number, number][], removed: [] };
+    expect(held.apply('f', delta, 100, () => undefined)).toBe(false);
+    expect(held.apply('f', { ...delta, stream: 2, sessions: [] }, 100, () => undefined)).toBe(false);
+    expect(held.seenMs(1, 0)).toBe(0);
+  });
+});

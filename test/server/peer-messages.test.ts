@@ -40,9 +40,18 @@ const samples: PeerBody[] = [
         [5, 0],
       ],
       lost: [[6, 1]],
+      base: 0,
+      stream: 99,
+      removed: [],
     },
   },
+  {
+    kind: 'liveness',
+    body: { reportNo: 8, sessions: [[7, 0]], lost: [], base: 7, stream: 99, removed: [[5, 0]] },
+  },
   { kind: 'livenessAck', body: { reportNo: 7 } },
+  { kind: 'livenessAck', body: { reportNo: 8, deltas: true } },
+  { kind: 'livenessAck', body: { reportNo: 9, resync: true } },
 ];
 
 describe('peer app bodies', () => {
