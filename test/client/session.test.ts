@@ -211,7 +211,9 @@ describe('raftlock client', () => {
     expect(error).toBeInstanceOf(TimeoutError);
     expect(error.code).toBe('TIMEOUT');
     expect(performance.now() - startedMs).toBeGreaterThanOrEqual(390);
-    expect(await waiters(a, 's14-timeout')).toEqual([]);
+    // The call rejects on the client's own timer; the cancel it sends (or the table's own deadline)
+    // withdraws the wait moments later — another session's read may be ordered before that.
+    await waitForWaiters(a, 's14-timeout', []);
     // A free lock is granted well within its timeout.
     await held.unlock();
     expect((await b.lock('s14-timeout', SESSION, { timeoutMs: 2_000 })).isOwned()).toBe(true);
