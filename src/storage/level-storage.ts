@@ -247,22 +247,8 @@ export class LevelStorage {
       conf.voters.length > 0 || conf.learners.length === 0,
       'storage: bootstrap needs at least one voter, or no members at all',
     );
-    const hardState: HardState = { term: 0, vote: null, commit: 0 };
     const snapshot: Snapshot = { meta: { index: 0, term: 0, conf }, data: new Uint8Array(0) };
-    this.projection = {
-      hardState,
-      snapshotIndex: 0,
-      snapshotTerm: 0,
-      snapshotChunkCount: 0,
-      firstEntryIndex: 1,
-      lastIndex: 0,
-    };
-    this.phase = 'ready';
-    const ops: BatchOp[] = [this.put(formatKey, this.packr.pack({ layoutVersion: storageLayoutVersion }))];
-    this.planSnapshot(ops, snapshot);
-    ops.push(this.put(hardStateKey, this.packHardState(hardState)));
-    await this.enqueue(ops);
-    return { hardState, snapshot, entries: [] };
+    return this.writeBootstrap(snapshot, { term: 0, vote: null, commit: 0 });
   }
 
   /**
@@ -279,6 +265,12 @@ export class LevelStorage {
       `storage: a restored snapshot needs index and term > 0 (${index}, ${term})`,
     );
     assert(conf.voters.length > 0, 'storage: bootstrap needs at least one voter');
+    return this.writeBootstrap(snapshot, { term, vote: null, commit: index });
+  }
+
+  /** Both first boots: the format record, `snapshot` as the first log position and `hardState`, in one batch. */
+  private async writeBootstrap(snapshot: Snapshot, hardState: HardState): Promise<PersistentState> {
+    const { index } = snapshot.meta;
     this.projection = {
       hardState: { term: 0, vote: null, commit: 0 },
       snapshotIndex: 0,
@@ -292,7 +284,6 @@ export class LevelStorage {
     this.planSnapshot(ops, snapshot);
     this.projection.firstEntryIndex = index + 1;
     this.projection.lastIndex = index;
-    const hardState: HardState = { term, vote: null, commit: index };
     this.checkHardState(hardState);
     ops.push(this.put(hardStateKey, this.packHardState(hardState)));
     this.projection.hardState = hardState;

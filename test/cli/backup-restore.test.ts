@@ -3,7 +3,7 @@
 // (locks, owners, sequences, waiters), new grants above every old sequence (S8); only admins may take a
 // backup (S12); damaged files and unusable directories are refused with nothing written (S13, C7).
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
@@ -28,30 +28,7 @@ import {
   ProtocolError,
 } from '../../src/errors.ts';
 import { TestCluster, useTestCluster } from '../server/harness.ts';
-
-const bin = join(import.meta.dirname, '../../bin/raftlock.js');
-
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function raftlock(args: readonly string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk;
-    });
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+import { runRaftlock as raftlock, raftlockBin } from './run-cli.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'raftlock-backup-'));
 const usersFile = join(dir, 'users.json');
@@ -283,7 +260,7 @@ describe('raftlock backup and restore', () => {
     writeFileSync(locked, readFileSync(backupFile));
     chmodSync(locked, 0o600);
     const target = join(dir, 'perm-target');
-    const args = [bin, 'restore', '--from', locked, '--data-dir', target, '--voters', 'n1,n2,n3'];
+    const args = [raftlockBin, 'restore', '--from', locked, '--data-dir', target, '--voters', 'n1,n2,n3'];
     const asRoot = process.getuid?.() === 0;
     if (asRoot) chmodSync(dir, 0o755);
     else chmodSync(locked, 0);

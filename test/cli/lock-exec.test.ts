@@ -1,7 +1,6 @@
 // `raftlock lock NAME -- CMD` and `raftlock locks` against a real 3-node cluster: the command runs only
 // while the lock is held, learns its fencing token, and is told to stop before anyone else can hold it.
 
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,32 +10,12 @@ import { exitCodeFor, exitLockLost } from '../../src/cli/exit-codes.ts';
 import { InvalidArgumentError, TimeoutError } from '../../src/errors.ts';
 import { TcpProxy } from '../client/proxy.ts';
 import { TestCluster } from '../server/harness.ts';
+import { runRaftlock } from './run-cli.ts';
 
-const bin = join(import.meta.dirname, '../../bin/raftlock.js');
 const credentials = { principal: 'control', password: 'password' } as const;
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function raftlock(args: readonly string[], onStdout?: (text: string) => void): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk;
-      onStdout?.(stdout);
-    });
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const raftlock = (args: readonly string[], onStdout?: (text: string) => void) =>
+  runRaftlock(args, onStdout === undefined ? {} : { onStdout });
 
 /** A `node -e` program as a command after `--`. */
 const node = (program: string) => ['--', process.execPath, '-e', program];

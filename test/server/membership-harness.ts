@@ -5,10 +5,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, type Session } from 'raftlock';
+import { expect } from 'vitest';
 import { nodeCommand } from '../../src/cli/cluster-up.ts';
+import { type Run, runRaftlock } from '../cli/run-cli.ts';
 import { freePorts, type TestCluster, type TestNode } from './harness.ts';
 
-const bin = join(import.meta.dirname, '../../bin/raftlock.js');
 export const clusterSecret = 'integration-test-secret-0123456789';
 export const admin = { principal: 'control', password: 'password' } as const;
 export const worker = { principal: 'worker', password: 'worker-password' } as const;
@@ -28,29 +29,10 @@ export function writeUsersFile(dir: string): string {
   return file;
 }
 
-export interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 /** Runs the `raftlock` CLI with the admin's password in its environment. */
 export function raftlock(args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, RAFTLOCK_PRINCIPAL: admin.principal, RAFTLOCK_PASSWORD: admin.password, ...env },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk;
-    });
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+  return runRaftlock(args, {
+    env: { RAFTLOCK_PRINCIPAL: admin.principal, RAFTLOCK_PASSWORD: admin.password, ...env },
   });
 }
 
@@ -276,4 +258,30 @@ export function historyAnomalies(grants: readonly Grant[]): string[] {
     }
   }
   return anomalies;
+}
+
+/**
+ * The end of a membership test: no anomaly in the history, every acknowledged grant survives (a lock taken
+ * now gets a sequence above every acknowledged one of its name), and the replicas converge.
+ */
+export async function expectHistorySound(
+  cluster: TestCluster,
+  servers: readonly string[],
+  workload: LockWorkload,
+  names: readonly string[],
+): Promise<void> {
+  await workload.stop();
+  expect(historyAnomalies(workload.grants)).toEqual([]);
+  const session = await connect({ servers: [...servers], ...admin });
+  try {
+    for (const name of names) {
+      const acknowledged = Math.max(...workload.grants.filter((g) => g.name === name).map((g) => g.sequence));
+      const lock = await session.lock(name, undefined, { timeoutMs: 10_000 });
+      expect(lock.getSequence()).toBeGreaterThan(acknowledged);
+      await lock.unlock();
+    }
+  } finally {
+    await session.close();
+  }
+  await waitForConvergence(cluster, 10_000);
 }
