@@ -10,12 +10,14 @@
 //
 //   npm run bench [-- --vs etcd] [--short] [--only W1,W2] [--seconds 10] [--kills 5]
 //                    [--json bench-results.json] [--chart docs/benchmarks.svg] [--no-fsync]
-//                    [--baseline DIR]
+//                    [--baseline DIR] [--rounds N]
 //
 // Workloads run side by side: for each, raftlock, then etcd (and the baseline), so a machine whose load
 // changes during the run weighs on every system alike. `--baseline DIR` also runs W1–W5 against the
 // raftlock of another checkout (say `git archive HEAD` unpacked in DIR, with node_modules linked) and
-// adds a "before" column: before/after figures from the same run.
+// adds a "before" column: before/after figures from the same run. `--rounds N` runs each of W1–W3 N times
+// per system, alternating which system goes first, and reports the run with the median throughput: on a
+// shared VM one 10 s run can be 20 % off the next, and side by side medians are what the targets compare.
 //
 // Sessions start on the leader (both systems), so the figures measure the replicated write path rather
 // than follower forwarding. W5 runs against raftlock (and the baseline) only. `--short` fits in about a
@@ -52,6 +54,7 @@ const { values } = parseArgs({
     chart: { type: 'string' },
     'no-fsync': { type: 'boolean' },
     baseline: { type: 'string' },
+    rounds: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
   strict: true,
@@ -60,7 +63,7 @@ const { values } = parseArgs({
 if (values.help === true) {
   process.stdout.write(
     'npm run bench [-- --vs etcd] [--short] [--only W1,W2,W3,W4,W5] [--seconds N] [--kills N] [--sessions 32]\n' +
-      '                 [--json FILE] [--chart FILE.svg] [--no-fsync] [--baseline DIR]\n',
+      '                 [--json FILE] [--chart FILE.svg] [--no-fsync] [--baseline DIR] [--rounds N]\n',
   );
   process.exit(0);
 }
@@ -69,6 +72,11 @@ const short = values.short === true;
 const seconds = Number(values.seconds ?? (short ? 3 : 10));
 const kills = Number(values.kills ?? (short ? 2 : 5));
 const manySessions = Number(values.sessions ?? 32);
+const rounds = Number(values.rounds ?? 1);
+if (!Number.isSafeInteger(rounds) || rounds < 1 || rounds > 15) {
+  process.stderr.write('--rounds must be an integer from 1 to 15\n');
+  process.exit(2);
+}
 const fsync = values['no-fsync'] !== true;
 const only = new Set((values.only ?? 'W1,W2,W3,W4,W5').toUpperCase().split(','));
 const w5Sessions = short ? 10_000 : 100_000;
@@ -108,27 +116,55 @@ if (baselineMain !== undefined && !existsSync(baselineMain)) {
 
 const cycleWorkloads = ['W1', 'W2', 'W3', 'W4'].filter((w) => only.has(w));
 const systemCount = 1 + (withEtcd ? 1 : 0) + (baselineMain === undefined ? 0 : 1);
+const roundsOf = (workload: string) => (workload === 'W4' ? 1 : rounds);
 const steps =
-  cycleWorkloads.length * systemCount + (only.has('W5') ? (baselineMain === undefined ? 1 : 2) : 0);
+  cycleWorkloads.reduce((sum, workload) => sum + roundsOf(workload) * systemCount, 0) +
+  (only.has('W5') ? (baselineMain === undefined ? 1 : 2) : 0);
 const bar = new ProgressBar(steps);
 const loadBefore = loadavg();
 const startedAt = new Date();
+
+/** Every round's figures per system and workload, for the median (`--rounds`). */
+const roundResults = new Map<string, (CycleFigures | ContentionFigures)[]>();
+
+function keepRound(system: string, workload: string, figures: CycleFigures | ContentionFigures): void {
+  const key = `${system} ${workload}`;
+  const list = roundResults.get(key) ?? [];
+  list.push(figures);
+  roundResults.set(key, list);
+}
+
+/** The round with the median throughput (the lower middle one for an even count). */
+function medianRound<T extends CycleFigures | ContentionFigures>(system: string, workload: string): T {
+  const list = [...(roundResults.get(`${system} ${workload}`) ?? [])] as T[];
+  const rate = (f: T) => ('cyclesPerSecond' in f ? f.cyclesPerSecond : f.handoffsPerSecond);
+  list.sort((a, b) => rate(a) - rate(b));
+  return list[Math.floor((list.length - 1) / 2)]!;
+}
 
 async function runCycleWorkload(
   workload: string,
   system: 'raftlock' | 'etcd' | 'baseline',
   start: () => Promise<BenchCluster>,
+  round: number,
 ) {
   const out = results[system];
   {
-    bar.step(`${workload} ${system}`);
+    bar.step(
+      `${workload} ${system}${roundsOf(workload) > 1 ? ` (round ${round + 1}/${roundsOf(workload)})` : ''}`,
+    );
     // A fresh cluster per workload: no workload inherits another's log, leases or failed-over leader.
     const cluster = await start();
     const progress = (fraction: number, note?: string) => bar.update(fraction, note);
     try {
-      if (workload === 'W1') out.w1 = await runOwnNames(cluster, 1, seconds, progress);
-      if (workload === 'W2') out.w2 = await runOwnNames(cluster, manySessions, seconds, progress);
-      if (workload === 'W3') out.w3 = await runContention(cluster, manySessions, seconds, progress);
+      if (workload === 'W1') keepRound(system, workload, await runOwnNames(cluster, 1, seconds, progress));
+      if (workload === 'W2')
+        keepRound(system, workload, await runOwnNames(cluster, manySessions, seconds, progress));
+      if (workload === 'W3')
+        keepRound(system, workload, await runContention(cluster, manySessions, seconds, progress));
+      if (workload === 'W1') out.w1 = medianRound<CycleFigures>(system, workload);
+      if (workload === 'W2') out.w2 = medianRound<CycleFigures>(system, workload);
+      if (workload === 'W3') out.w3 = medianRound<ContentionFigures>(system, workload);
       if (workload === 'W4') out.w4 = await runFailover(cluster, manySessions, kills, progress);
     } finally {
       await cluster.stop();
@@ -138,12 +174,17 @@ async function runCycleWorkload(
 
 try {
   for (const workload of cycleWorkloads) {
-    await runCycleWorkload(workload, 'raftlock', () => RaftlockCluster.start({ fsync }));
-    if (withEtcd) await runCycleWorkload(workload, 'etcd', () => EtcdCluster.start());
+    const systems: ['raftlock' | 'etcd' | 'baseline', () => Promise<BenchCluster>][] = [
+      ['raftlock', () => RaftlockCluster.start({ fsync })],
+    ];
+    if (withEtcd) systems.push(['etcd', () => EtcdCluster.start()]);
     if (baselineMain !== undefined)
-      await runCycleWorkload(workload, 'baseline', () =>
-        RaftlockCluster.start({ fsync, cliMain: baselineMain }),
-      );
+      systems.push(['baseline', () => RaftlockCluster.start({ fsync, cliMain: baselineMain })]);
+    for (let round = 0; round < roundsOf(workload); round++) {
+      // Odd rounds go in reverse order, so no system always runs first (or last) on a drifting machine.
+      const order = round % 2 === 0 ? systems : [...systems].reverse();
+      for (const [system, start] of order) await runCycleWorkload(workload, system, start, round);
+    }
   }
   if (only.has('W5')) {
     // With --baseline, W5 runs on the other checkout too, right after: before and after on one machine state.
@@ -334,7 +375,7 @@ const machine = {
 const summary = table(rows, withEtcd, baselineMain !== undefined);
 process.stdout.write(
   `\nraftlock bench ${startedAt.toISOString()} — 3 nodes on loopback, fsync ${fsync ? 'on' : 'off'}, ` +
-    `${seconds} s per run, ${manySessions} sessions in W2–W4; one cycle = lock + unlock (2 commits)\n` +
+    `${seconds} s per run${rounds > 1 ? `, median of ${rounds} interleaved runs in W1–W3` : ''}, ${manySessions} sessions in W2–W4; one cycle = lock + unlock (2 commits)\n` +
     `machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB, Node ${machine.node}` +
     `${etcdLabel === null ? '' : `, ${etcdLabel}`}; load average before ${machine.loadAverageBefore.join(' ')}, ` +
     `after ${machine.loadAverageAfter.join(' ')}\n\n${summary}\n`,

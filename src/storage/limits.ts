@@ -24,6 +24,12 @@ export const storageLimits = {
    * lower commit index after a crash (see `needsSync` in level-storage.ts).
    */
   commitFlushDelayMs: 50,
+  /**
+   * Batches the sync log holds reach LevelDB (unsynced) this long after they were written, many per
+   * LevelDB call, or at once when this many bytes wait: LevelDB's cost is per call more than per byte.
+   */
+  laggingFlushMs: 1000,
+  laggingBytesMax: 1024 * 1024,
 } as const;
 
 assert(storageLimits.snapshotChunkBytes > 0, 'storage limits: chunk size must be positive');
