@@ -124,7 +124,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 export class SessionLock {
   private endReason: LockEndReason | null = null;
-  private readonly controller = new AbortController();
+  /** Made on first use of `signal`: most locks never have one read, and an abort is an event dispatch. */
+  private controller: AbortController | null = null;
 
   /** @internal */
   constructor(
@@ -148,6 +149,10 @@ export class SessionLock {
 
   /** Aborts, with a `LockEndReason` as its reason, when ownership ends. */
   get signal(): AbortSignal {
+    if (this.controller === null) {
+      this.controller = new AbortController();
+      if (this.endReason !== null) this.controller.abort(this.endReason);
+    }
     return this.controller.signal;
   }
 
@@ -201,7 +206,7 @@ export class SessionLock {
   end(reason: LockEndReason): boolean {
     if (this.endReason !== null) return false;
     this.endReason = reason;
-    this.controller.abort(reason);
+    this.controller?.abort(reason);
     return true;
   }
 

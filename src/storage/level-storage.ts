@@ -724,7 +724,10 @@ export class LevelStorage {
   private defer(ops: readonly BatchOp[], bytes: number): void {
     for (const op of ops) this.lagging.push(op);
     this.laggingBytes += bytes;
-    if (this.laggingBytes >= storageLimits.laggingBytesMax) {
+    if (
+      this.laggingBytes >= storageLimits.laggingBytesMax ||
+      this.lagging.length >= storageLimits.laggingOpsMax
+    ) {
       this.flushLaggingLater(0);
       return;
     }

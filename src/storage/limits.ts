@@ -30,6 +30,11 @@ export const storageLimits = {
    */
   laggingFlushMs: 1000,
   laggingBytesMax: 1024 * 1024,
+  /**
+   * …or this many ops: handing LevelDB a batch costs the main thread a few µs per op (abstract-level checks
+   * each one), so a bounded count keeps each hand-over to a millisecond or two rather than a stall.
+   */
+  laggingOpsMax: 512,
 } as const;
 
 assert(storageLimits.snapshotChunkBytes > 0, 'storage limits: chunk size must be positive');

@@ -284,6 +284,9 @@ describe('raftlock client', () => {
     const next = await b.lock('using', SESSION, { timeoutMs: 1_000 });
     expect(next.getSequence()).toBeGreaterThan(inside?.getSequence() ?? Number.POSITIVE_INFINITY);
     await next.unlock();
+    // A signal first read after the lock ended is already aborted, with the same reason.
+    expect(next.signal.aborted).toBe(true);
+    expect(next.signal.reason).toBe('unlocked');
   });
 
   it('S5, S10: a cut connection ends UNLOCK_ON_CONNECTION_LOSS locks with reason connectionLost; session locks survive the resume', async () => {
