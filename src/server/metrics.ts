@@ -26,6 +26,8 @@ export interface MetricsSources {
   readonly storage: () => {
     readonly syncsWritten: number;
     readonly bytesWritten: number;
+    readonly walRecordsWritten: number;
+    readonly walRecordsReplayed: number;
     readonly callsQueued: number;
   };
   /** Per-peer transport counters (PeerTransport.stats().peers). */
@@ -108,8 +110,18 @@ export class NodeMetrics implements NodeObserver {
     );
     level(
       'raftlock_storage_fsyncs',
-      'Synced LevelDB batches written since start',
+      'Batches made durable since start (by a sync-log record or a synced LevelDB write)',
       () => storage().syncsWritten,
+    );
+    level(
+      'raftlock_storage_sync_log_records',
+      'Batches made durable by a sync-log record since start (docs/storage.md)',
+      () => storage().walRecordsWritten,
+    );
+    level(
+      'raftlock_storage_sync_log_replayed',
+      'Sync-log records written into LevelDB again at start: more than 0 after a crash',
+      () => storage().walRecordsReplayed,
     );
     level(
       'raftlock_storage_bytes_written',

@@ -65,6 +65,9 @@ describe('GET /metrics', () => {
       expect(delta(values, 'raftlock_lock_hold_seconds_count')).toBe(2);
       expect(values.get('raftlock_locks_held')).toBe(0);
       expect(values.get('raftlock_storage_fsyncs')).toBeGreaterThan(0);
+      // Synced batches go through the sync log; a fresh node had nothing to replay.
+      expect(values.get('raftlock_storage_sync_log_records')).toBeGreaterThan(0);
+      expect(values.get('raftlock_storage_sync_log_replayed')).toBe(0);
       expect(values.get('raftlock_raft_persist_seconds_count')).toBeGreaterThan(0);
       expect([...values.keys()].some((key) => key.startsWith('raftlock_transport_bytes_sent{peer='))).toBe(
         true,
