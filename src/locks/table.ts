@@ -49,6 +49,7 @@ import type {
   ReleaseReason,
   Result,
   SessionEndReason,
+  SessionId,
   SessionInfo,
   UnlockedResult,
   WaitEndReason,
@@ -653,6 +654,11 @@ export class LockTable {
   }
 
   // --- Inspection (S15): pure reads ---------------------------------------------------------------
+
+  /** The session that holds `name`, or null when nobody does. Cheaper than `getLock` (no waiter list). */
+  ownerOf(name: string): SessionId | null {
+    return this.state.locks.get(name)?.owner.id ?? null;
+  }
 
   getLock(name: string): LockInfo | null {
     const lock = this.state.locks.get(name);

@@ -16,6 +16,15 @@ import { transportLimits } from '../transport/limits.ts';
 export const serverLimits = {
   /** Client commands queued for the next proposal or proposed and not yet applied, over the node. */
   proposalCommandsPendingMax: 200_000,
+  /**
+   * A turn whose only commands are requests to wait for a lock another session holds is proposed at most
+   * this much later, or with the next command that someone is waiting on, whichever comes first (see
+   * `deferrable` in node.ts). Such a request is answered only at a grant, so a millisecond costs no one,
+   * and its entry rides with the holder's unlock instead of taking a round of its own.
+   */
+  waitProposalDeferMs: 1,
+  /** A request whose deadline is nearer than this is never deferred (S14: a tryLock answers promptly). */
+  waitProposalDeferDeadlineMinMs: 100,
   /** Linearizable reads (inspect calls, keepalive confirmations) waiting for their read index. */
   readsPendingMax: 10_000,
   /** Open client WebSockets, with or without a session. */

@@ -14,7 +14,8 @@
 // commands) wait for their entry's index to apply: with the same term they get their result; with another
 // term the entry was overwritten and they get NOT_LEADER (safe to retry: it never applied).
 //
-// Client commands with a key — (session, requestNo) for acquire/release/cancel, (session, epoch) for
+// Client commands with a key — (session, requestNo) for acquire/release, and apart from those for cancel
+// (it names the acquire it withdraws), (session, epoch) for
 // reconnect, (session) for closeSession — work on every node alike (DESIGN.md "Sessions across a
 // cluster"): the node keeps them in `pending`, hands them to the leader (proposes them itself when it is
 // the leader, forwards them in one batched app message per turn otherwise), and answers them when the
@@ -182,8 +183,11 @@ export function commandKey(command: Command): string | null {
   switch (command.type) {
     case 'acquire':
     case 'release':
-    case 'cancel':
       return `q${command.session}:${command.requestNo}`;
+    case 'cancel':
+      // Not the key of the acquire it withdraws: sent while that acquire is still pending here, a cancel
+      // under the same key passed for its retry — never proposed, answered `waiting`, the wait left queued.
+      return `x${command.session}:${command.requestNo}`;
     case 'reconnect':
       return `r${command.session}:${command.epoch}`;
     case 'closeSession':
@@ -255,6 +259,9 @@ export class RaftlockNode {
   private bytesSinceSnapshot = 0;
 
   private queued: Queued[] = [];
+  /** Since when every queued command has been deferrable (see `flushProposals`); null when not deferring. */
+  private deferringSinceMs: number | null = null;
+  private deferTimer: NodeJS.Timeout | null = null;
   private readonly proposed = new Map<number, Proposed>();
   private commandsPending = 0;
 
@@ -880,9 +887,10 @@ export class RaftlockNode {
 
   private flushProposals(): void {
     if (this.queued.length === 0) return;
+    const nowMs = nodeClock.now();
+    if (this.deferProposals(nowMs)) return;
     let queued = this.queued;
     this.queued = [];
-    const nowMs = nodeClock.now();
     // The table's time never goes back, and a former leader's clock may have run ahead of ours: stamp the
     // entry no earlier than the table's time, and move deadlines (set on our clock) by as much, so a lock
     // timeout still counts from when it was asked (S14) instead of having passed already.
@@ -892,6 +900,52 @@ export class RaftlockNode {
       const batch = queued.slice(start, start + commandsPerBatchMax);
       this.proposeBatch(timeMs, batch);
     }
+  }
+
+  /**
+   * Whether to hold this turn's proposals back: only while every queued command is `deferrable`, for at
+   * most `waitProposalDeferMs`. Any other command flushes the whole queue, in arrival order, so no
+   * command ever overtakes another (a session's cancel never precedes its own acquire).
+   */
+  private deferProposals(nowMs: number): boolean {
+    if (this.role.role !== 'leader' || !this.queued.every((item) => this.deferrable(item.command, nowMs))) {
+      this.stopDeferring();
+      return false;
+    }
+    this.deferringSinceMs ??= nowMs;
+    const leftMs = this.deferringSinceMs + serverLimits.waitProposalDeferMs - nowMs;
+    if (leftMs <= 0) {
+      this.stopDeferring();
+      return false;
+    }
+    this.deferTimer ??= setTimeout(() => {
+      this.deferTimer = null;
+      if (this.stopped) return;
+      this.deferringSinceMs = Number.NEGATIVE_INFINITY; // due: the next turn proposes
+      this.scheduleTurn();
+    }, Math.ceil(leftMs));
+    return true;
+  }
+
+  private stopDeferring(): void {
+    this.deferringSinceMs = null;
+    if (this.deferTimer !== null) clearTimeout(this.deferTimer);
+    this.deferTimer = null;
+  }
+
+  /**
+   * A request to wait: an acquire of a lock another session holds now, without a near deadline. Nobody
+   * hears of it before a grant, and the grant needs the holder's release, which is proposed at once.
+   */
+  private deferrable(command: Command, nowMs: number): boolean {
+    if (command.type !== 'acquire') return false;
+    if (
+      command.deadlineMs !== undefined &&
+      command.deadlineMs - nowMs < serverLimits.waitProposalDeferDeadlineMinMs
+    )
+      return false;
+    const owner = this.table.ownerOf(command.name);
+    return owner !== null && owner !== command.session;
   }
 
   private proposeBatch(timeMs: number, batch: readonly Queued[]): void {
@@ -930,6 +984,7 @@ export class RaftlockNode {
   private failProposals(queuedError: RaftlockError, proposedError: RaftlockError): void {
     const queued = this.queued;
     this.queued = [];
+    this.stopDeferring();
     for (const caller of queued) caller.done({ ok: false, error: queuedError });
     for (const proposal of this.proposed.values()) {
       for (const caller of proposal.callers) caller.done({ ok: false, error: proposedError });
