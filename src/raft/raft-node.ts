@@ -216,9 +216,18 @@ export class RaftNode {
    */
   forgetLeader(): void {
     if (this.role !== 'follower' || this.leader === null) return;
+    const gone = this.leader;
     this.leader = null;
-    // Spread the followers' campaigns over a few ticks so that one usually wins the first round.
-    const soon = 1 + Math.floor(this.config.random() * Math.max(3, this.config.electionTimeoutTicks / 2));
+    // The followers that saw the same close campaign in turn, not at random: two ticks apart by their
+    // rank among the remaining voters (ids in order), so the first usually wins the first round. Drawn at
+    // random over a few ticks, two of three followers picked the same tick one failover in five, split
+    // the vote and waited a whole election timeout more (W4's 1.7 s outliers, docs/benchmarks.md). A
+    // first-ranked node whose log is behind is refused by the others' pre-votes, and the next one tries.
+    const rank = this.conf.voters
+      .filter((id) => id !== gone)
+      .sort()
+      .indexOf(this.id);
+    const soon = 1 + 2 * Math.max(0, rank);
     this.electionElapsed = Math.max(this.electionElapsed, this.randomizedElectionTimeout - soon);
   }
 

@@ -202,7 +202,7 @@ describe('raft core', () => {
 });
 
 describe('raft core: fast failover', () => {
-  it('C2: followers that saw the leader’s link close usually elect a new leader within a few ticks', () => {
+  it('C2: followers that saw the leader’s link close elect a new leader within a few ticks, without a split vote', () => {
     const ticksToLeader: number[] = [];
     for (let seed = 1; seed <= 21; seed++) {
       const c = new LockstepCluster(['n1', 'n2', 'n3'], seed);
@@ -219,8 +219,9 @@ describe('raft core: fast failover', () => {
       ticksToLeader.push(ticks);
     }
     ticksToLeader.sort((a, b) => a - b);
-    // Without forgetLeader the first campaign starts only after 10–20 ticks.
-    expect(ticksToLeader[10]).toBeLessThanOrEqual(6);
+    // Without forgetLeader the first campaign starts only after 10–20 ticks; a split vote costs 10–20
+    // more. Campaigns in rank order never split: the first-ranked follower wins in its first tick or two.
+    expect(ticksToLeader.at(-1)).toBeLessThanOrEqual(3);
   });
 
   it('C1: a single follower’s false alarm does not depose a healthy leader', () => {
