@@ -1,18 +1,19 @@
 // Durable Raft storage on LevelDB: the log, the hard state and the latest snapshot of one node.
 //
 // The driver hands us step 2 of the Ready contract (src/raft/types.ts) through `persist()`; every call
-// becomes one atomic LevelDB batch written with `sync: true`. Calls that arrive while a batch is being
-// written are coalesced into the next batch (group commit), so a busy node pays one fsync per batch of
+// becomes part of one atomic batch, durable when the call resolves. Calls that arrive while a batch is being
+// written are coalesced into the next batch (group commit), so a busy node pays one synced write per batch of
 // Readies, never one per entry. One exception, etcd's `MustSync` rule: a call that only moves the commit
 // index (no entries, no snapshot, same term and vote) needs no fsync of its own — see `needsSync` below
 // for why that is safe — and when no write is under way it resolves at once: its record rides along with
-// the next batch, or is written unsynced `commitFlushDelayMs` later, whichever comes first. Reads happen only in `load()`, at start: the core keeps the live log in
-// memory, so nothing on the hot path waits for a disk read.
+// the next batch, or is written unsynced `commitFlushDelayMs` later, whichever comes first. Reads happen
+// only in `load()`, at start: the core keeps the live log in memory, so nothing on the hot path waits for
+// a disk read.
 //
-// The fsync itself is not LevelDB's: a synced batch is handed to LevelDB unsynced and written, at the same
-// time, as one record of the sync log (wal.ts), a preallocated file overwritten in place with O_DSYNC —
-// cheaper than an fsync of LevelDB's growing log. `open` writes the log's records into LevelDB again
-// after a power loss took LevelDB's unsynced tail.
+// The synced write is not LevelDB's: a batch is written as one record of the sync log (wal.ts), a
+// preallocated file overwritten in place with O_DSYNC — cheaper than an fsync of LevelDB's growing log —
+// and handed to LevelDB unsynced moments later, many batches per call (`writeBatch`). `open` writes the
+// log's records into LevelDB again after a crash or power loss took what LevelDB had not yet made durable.
 //
 // Key layout: see keys.ts. Record format and checksum: see records.ts.
 
@@ -70,7 +71,7 @@ export interface PersistRequest {
 }
 
 export interface LevelStorageStats {
-  /** LevelDB batches written; each is one fsync when `sync` is on, unless it only moved the commit index. */
+  /** Batches written; each is one synced write (a sync-log record, or a synced LevelDB batch) when `sync` is on, unless it only moved the commit index. */
   readonly batchesWritten: number;
   readonly syncsWritten: number;
   /** persist calls that only moved the commit index, and so needed no fsync of their own. */
@@ -892,8 +893,9 @@ export class LevelStorage {
  * again from the leader, and a node restarting with an older commit index only re-applies later; (2) every
  * entry at or below the new commit index was made durable by an earlier, synced call (the core applies only
  * entries that are durable here, and hands out one Ready at a time), so the stored commit never points
- * past the stored log; (3) LevelDB's log is append-only and a later synced batch flushes this write too,
- * and without a power loss (a `kill -9`, C3) the write survives in the page cache regardless.
+ * past the stored log; (3) such a write reaches LevelDB in order with the batches around it (it is not in the
+ * sync log), so a crash can drop it, or a replay of earlier records overwrite it — leaving an older commit
+ * index, which (1) allows — but never leave it ahead of the entries it covers.
  */
 function needsSync(request: PersistRequest, previous: HardState): boolean {
   if (request.snapshot !== null || request.entries.length > 0) return true;
