@@ -122,7 +122,11 @@ type BatchOp =
  * against 0.4 ms this way. The ops are this file's own, Uint8Array keys and values; the binding would skip
  * a malformed op silently (and store a value of another type as empty), so the shape is checked here.
  */
-async function writeOps(db: Level<Uint8Array, Uint8Array>, ops: readonly BatchOp[], sync: boolean): Promise<void> {
+async function writeOps(
+  db: Level<Uint8Array, Uint8Array>,
+  ops: readonly BatchOp[],
+  sync: boolean,
+): Promise<void> {
   assert(db.status === 'open', `storage: batch write to a ${db.status} LevelDB`);
   for (const op of ops) {
     assert(op.key instanceof Uint8Array, 'storage: a batch op without a Uint8Array key');

@@ -48,7 +48,7 @@ import {
   type TransportLimits,
   transportLimits,
 } from './limits.ts';
-import { type AppMessage, validateAppMessage, validateMessage } from './validate-message.ts';
+import { type AppMessage, messageProblem, validateAppMessage, validateMessage } from './validate-message.ts';
 
 export type { AppMessage } from './validate-message.ts';
 
@@ -354,11 +354,8 @@ export class PeerTransport {
       assert(message.from === this.id, `transport: sending a message from ${message.from}, not ${this.id}`);
       assert(message.to !== this.id, 'transport: sending a message to ourselves');
       // The same checks a receiver applies: a malformed message is our bug, found here, not at the peer.
-      const check = validateMessage(message, { from: this.id, to: message.to }, this.limits);
-      assert(
-        check.ok,
-        `transport: refusing to send an invalid ${message.type}: ${check.ok ? '' : check.reason}`,
-      );
+      const problem = messageProblem(message, { from: this.id, to: message.to }, this.limits);
+      assert(problem === null, `transport: refusing to send an invalid ${message.type}: ${problem}`);
       const peer = this.peers.get(message.to);
       if (peer === undefined) {
         this.global.dropsUnknownPeer += 1;

@@ -59,18 +59,22 @@ function string(value: Record<string, unknown>, name: string, bytesMax: number):
   return v;
 }
 
-function bytes(value: Record<string, unknown>, name: string): Uint8Array {
+function bytes(value: Record<string, unknown>, name: string, copy: boolean): Uint8Array {
   const v = field(value, name);
   if (!(v instanceof Uint8Array)) fail(`${name} is not bytes`);
   // msgpackr decodes to Buffers that share the frame's memory; the core gets plain Uint8Array views.
-  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  return copy ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength) : v;
+}
+
+function isMap(value: unknown): value is Record<string, unknown> {
+  return (
+    typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array)
+  );
 }
 
 function map(value: unknown, what: string): Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array) {
-    fail(`${what} is not a map`);
-  }
-  return value as Record<string, unknown>;
+  if (!isMap(value)) fail(`${what} is not a map`);
+  return value;
 }
 
 function nodeIds(value: unknown, what: string, limits: TransportLimits): NodeId[] {
@@ -93,12 +97,19 @@ function snapshotMeta(value: unknown, limits: TransportLimits): SnapshotMeta {
   return { index: index(meta, 'index'), term: index(meta, 'term'), conf: confState };
 }
 
-function entries(value: unknown, prevIndex: number, term: number, limits: TransportLimits): Entry[] {
+function entries(
+  value: unknown,
+  prevIndex: number,
+  term: number,
+  limits: TransportLimits,
+  copy: boolean,
+): Entry[] {
   if (!Array.isArray(value) || value.length > limits.appendEntriesMax) fail('entries is not a bounded list');
   const out: Entry[] = [];
   let previousTerm = 0;
   for (let k = 0; k < value.length; k++) {
-    const entry = map(value[k], `entries[${k}]`);
+    const entry: unknown = value[k];
+    if (!isMap(entry)) fail(`entries[${k}] is not a map`);
     const entryIndex = index(entry, 'index', 1);
     if (entryIndex !== prevIndex + 1 + k)
       fail(`entries[${k}] has index ${entryIndex}, expected ${prevIndex + 1 + k}`);
@@ -108,12 +119,22 @@ function entries(value: unknown, prevIndex: number, term: number, limits: Transp
     previousTerm = entryTerm;
     const type = field(entry, 'type');
     if (type !== 0 && type !== 1 && type !== 2) fail(`entries[${k}] has unknown type`);
-    out.push({ index: entryIndex, term: entryTerm, type: type as EntryType, data: bytes(entry, 'data') });
+    const data = bytes(entry, 'data', copy);
+    if (copy) out.push({ index: entryIndex, term: entryTerm, type: type as EntryType, data });
   }
-  return out;
+  return copy ? out : (value as Entry[]);
 }
 
-function build(value: unknown, expected: { from: NodeId; to: NodeId }, limits: TransportLimits): Message {
+/**
+ * Checks `value` and rebuilds it from the checked fields. Without `copy` (the sender's check of its own
+ * message) entries and byte fields are checked but not copied: the result is only looked at, not kept.
+ */
+function build(
+  value: unknown,
+  expected: { from: NodeId; to: NodeId },
+  limits: TransportLimits,
+  copy: boolean,
+): Message {
   const m = map(value, 'message');
   const type = field(m, 'type');
   if (field(m, 'from') !== expected.from) fail('from is not the authenticated peer');
@@ -139,7 +160,7 @@ function build(value: unknown, expected: { from: NodeId; to: NodeId }, limits: T
         type,
         prevIndex,
         prevTerm: index(m, 'prevTerm'),
-        entries: entries(field(m, 'entries'), prevIndex, base.term, limits),
+        entries: entries(field(m, 'entries'), prevIndex, base.term, limits, copy),
         commit: index(m, 'commit'),
       };
     }
@@ -159,7 +180,7 @@ function build(value: unknown, expected: { from: NodeId; to: NodeId }, limits: T
     case 'snapshot': {
       const offset = index(m, 'offset');
       const totalBytes = index(m, 'totalBytes');
-      const data = bytes(m, 'data');
+      const data = bytes(m, 'data', copy);
       if (totalBytes > limits.snapshotBytesMax) fail('totalBytes exceeds snapshotBytesMax');
       if (offset + data.byteLength > totalBytes) fail('chunk runs past totalBytes');
       return { ...base, type, meta: snapshotMeta(field(m, 'meta'), limits), offset, totalBytes, data };
@@ -201,9 +222,27 @@ export function validateMessage(
   limits: TransportLimits,
 ): ValidationResult {
   try {
-    return { ok: true, message: build(value, expected, limits) };
+    return { ok: true, message: build(value, expected, limits, true) };
   } catch (error) {
     if (error instanceof Invalid) return { ok: false, reason: error.message };
+    throw error;
+  }
+}
+
+/**
+ * What `validateMessage` would find wrong with a message about to be sent, or null: the same checks,
+ * without copying its entries.
+ */
+export function messageProblem(
+  message: Message,
+  expected: { readonly from: NodeId; readonly to: NodeId },
+  limits: TransportLimits,
+): string | null {
+  try {
+    build(message, expected, limits, false);
+    return null;
+  } catch (error) {
+    if (error instanceof Invalid) return error.message;
     throw error;
   }
 }
@@ -222,7 +261,7 @@ export function validateAppMessage(
     if (field(m, 'term') !== 0) fail('term of an app message is not 0');
     const kind = string(m, 'kind', limits.appKindBytesMax);
     if (kind.length === 0) fail('kind is empty');
-    const body = bytes(m, 'body');
+    const body = bytes(m, 'body', true);
     if (body.byteLength > limits.appBodyBytesMax) fail('body exceeds appBodyBytesMax');
     return { ok: true, message: { type: 'app', from: expected.from, to: expected.to, term: 0, kind, body } };
   } catch (error) {

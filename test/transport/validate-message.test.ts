@@ -3,7 +3,7 @@ import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import type { Message } from '../../src/raft/types.ts';
 import { transportLimits } from '../../src/transport/limits.ts';
-import { validateAppMessage, validateMessage } from '../../src/transport/validate-message.ts';
+import { messageProblem, validateAppMessage, validateMessage } from '../../src/transport/validate-message.ts';
 import { append } from './helpers.ts';
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true });
@@ -45,6 +45,28 @@ describe('validateMessage', () => {
       const result = validateMessage(wireRoundTrip(message), expected, transportLimits);
       expect(result, message.type).toEqual({ ok: true, message });
     }
+  });
+
+  it('C7: the sender-side check (messageProblem) finds exactly what validateMessage finds, without copying', () => {
+    for (const message of samples) {
+      expect(messageProblem(message, expected, transportLimits), message.type).toBeNull();
+      for (const key of Object.keys(message)) {
+        const damaged: Record<string, unknown> = { ...message };
+        delete damaged[key];
+        const result = validateMessage(damaged, expected, transportLimits);
+        expect(result.ok, `${message.type} without ${key}`).toBe(false);
+        expect(messageProblem(damaged as unknown as Message, expected, transportLimits)).toBe(
+          result.ok ? null : result.reason,
+        );
+      }
+    }
+    const gap = { ...append('n2', 'n1', 4, 3, 9), term: 3 };
+    if (gap.type !== 'append') throw new Error('append() made no append');
+    const entries = [...gap.entries];
+    entries[1] = { ...entries[1]!, index: entries[1]!.index + 1 };
+    expect(messageProblem({ ...gap, entries }, expected, transportLimits)).toMatch(/entries\[1\] has index/);
+    entries[1] = { ...entries[1]!, index: entries[1]!.index - 1, data: 'x' as unknown as Uint8Array };
+    expect(messageProblem({ ...gap, entries }, expected, transportLimits)).toBe('data is not bytes');
   });
 
   it('C7: a message missing any one field is refused', () => {
