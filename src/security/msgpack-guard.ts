@@ -24,7 +24,6 @@ export const handshakeFrameShape: MsgpackShapeLimits = { depthMax: 4, itemsMax: 
 /** The first thing wrong with `bytes` as one bounded MessagePack value, or null. */
 export function msgpackProblem(bytes: Uint8Array, limits: MsgpackShapeLimits): string | null {
   const length = bytes.length;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const stack: number[] = [];
   let remaining = 1;
   let items = 0;
@@ -47,7 +46,7 @@ export function msgpackProblem(bytes: Uint8Array, limits: MsgpackShapeLimits): s
     else if (b <= 0x9f) children = b & 0x0f;
     else if (b <= 0xbf) skip = b & 0x1f;
     else {
-      const need = (n: number) => (pos + n <= length ? n : -1);
+      // No closures or DataView here: this runs for every frame a client sends.
       switch (b) {
         case 0xc0:
         case 0xc2:
@@ -55,20 +54,20 @@ export function msgpackProblem(bytes: Uint8Array, limits: MsgpackShapeLimits): s
           break;
         case 0xc4:
         case 0xd9:
-          if (need(1) < 0) return 'truncated';
-          skip = view.getUint8(pos);
+          if (pos + 1 > length) return 'truncated';
+          skip = bytes[pos] as number;
           pos += 1;
           break;
         case 0xc5:
         case 0xda:
-          if (need(2) < 0) return 'truncated';
-          skip = view.getUint16(pos);
+          if (pos + 2 > length) return 'truncated';
+          skip = u16(bytes, pos);
           pos += 2;
           break;
         case 0xc6:
         case 0xdb:
-          if (need(4) < 0) return 'truncated';
-          skip = view.getUint32(pos);
+          if (pos + 4 > length) return 'truncated';
+          skip = u32(bytes, pos);
           pos += 4;
           break;
         case 0xca:
@@ -94,23 +93,23 @@ export function msgpackProblem(bytes: Uint8Array, limits: MsgpackShapeLimits): s
           skip = 8;
           break;
         case 0xdc:
-          if (need(2) < 0) return 'truncated';
-          children = view.getUint16(pos);
+          if (pos + 2 > length) return 'truncated';
+          children = u16(bytes, pos);
           pos += 2;
           break;
         case 0xdd:
-          if (need(4) < 0) return 'truncated';
-          children = view.getUint32(pos);
+          if (pos + 4 > length) return 'truncated';
+          children = u32(bytes, pos);
           pos += 4;
           break;
         case 0xde:
-          if (need(2) < 0) return 'truncated';
-          children = 2 * view.getUint16(pos);
+          if (pos + 2 > length) return 'truncated';
+          children = 2 * u16(bytes, pos);
           pos += 2;
           break;
         case 0xdf:
-          if (need(4) < 0) return 'truncated';
-          children = 2 * view.getUint32(pos);
+          if (pos + 4 > length) return 'truncated';
+          children = 2 * u32(bytes, pos);
           pos += 4;
           break;
         case 0xd4:
@@ -138,6 +137,15 @@ export function msgpackProblem(bytes: Uint8Array, limits: MsgpackShapeLimits): s
   }
   if (pos !== length) return 'trailing bytes after the value';
   return null;
+}
+
+/** Big-endian unsigned integers at `at`; the caller checked the bytes are there. */
+function u16(bytes: Uint8Array, at: number): number {
+  return ((bytes[at] as number) << 8) | (bytes[at + 1] as number);
+}
+
+function u32(bytes: Uint8Array, at: number): number {
+  return (bytes[at] as number) * 0x1000000 + (u16(bytes, at + 1) << 8) + (bytes[at + 3] as number);
 }
 
 /** Decodes untrusted bytes after the structural check; any failure is one PROTOCOL_ERROR. */

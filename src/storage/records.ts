@@ -25,7 +25,12 @@ export function encodeRecord(key: Uint8Array, payload: Uint8Array): Uint8Array {
   record[4] = recordVersion;
   record.set(payload, recordHeaderBytes);
   const crc = checksum(key, record.subarray(4));
-  new DataView(record.buffer).setUint32(0, crc);
+  // Byte by byte rather than through a DataView: a record of up to 64 bytes lives on the JS heap, and
+  // reading its `.buffer` would move it off.
+  record[0] = crc >>> 24;
+  record[1] = (crc >>> 16) & 0xff;
+  record[2] = (crc >>> 8) & 0xff;
+  record[3] = crc & 0xff;
   // Both sides of the boundary: what we hand to LevelDB must decode to what we were given.
   assert(
     decodeRecord(key, record).byteLength === payload.byteLength,
@@ -36,17 +41,21 @@ export function encodeRecord(key: Uint8Array, payload: Uint8Array): Uint8Array {
 
 /** The payload of a record read back from disk, or a `StorageCorruptionError` naming the key. */
 export function decodeRecord(key: Uint8Array, record: Uint8Array): Uint8Array {
-  const fail = (detail: string): never => {
-    throw new StorageCorruptionError({ record: describeKey(key), key, detail });
-  };
   if (record.byteLength < recordHeaderBytes)
-    fail(`record of ${record.byteLength} bytes is shorter than its header`);
-  const stored = new DataView(record.buffer, record.byteOffset, record.byteLength).getUint32(0);
+    corrupt(key, `record of ${record.byteLength} bytes is shorter than its header`);
+  const stored =
+    (record[0] as number) * 0x1000000 +
+    (((record[1] as number) << 16) | ((record[2] as number) << 8) | (record[3] as number));
   const body = record.subarray(4);
   const actual = checksum(key, body);
-  if (stored !== actual) fail(`checksum mismatch (stored ${hex32(stored)}, computed ${hex32(actual)})`);
-  if (body[0] !== recordVersion) fail(`unknown record version ${body[0]}`);
+  if (stored !== actual)
+    corrupt(key, `checksum mismatch (stored ${hex32(stored)}, computed ${hex32(actual)})`);
+  if (body[0] !== recordVersion) corrupt(key, `unknown record version ${body[0]}`);
   return record.subarray(recordHeaderBytes);
+}
+
+function corrupt(key: Uint8Array, detail: string): never {
+  throw new StorageCorruptionError({ record: describeKey(key), key, detail });
 }
 
 function hex32(value: number): string {

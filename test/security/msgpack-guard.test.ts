@@ -86,6 +86,31 @@ describe('msgpack guard', () => {
     );
   });
 
+  it('C7: reads 8-, 16- and 32-bit lengths and counts exactly: a value of each width passes, one byte short is refused', () => {
+    const wide = { depthMax: 8, itemsMax: 200_000 };
+    for (const value of [
+      'x'.repeat(200), // str 8
+      'y'.repeat(300), // str 16 (0x012c: both bytes matter)
+      'z'.repeat(70_000), // str 32 (0x00011170)
+      Buffer.alloc(200, 1), // bin 8
+      Buffer.alloc(300, 2), // bin 16
+      Buffer.alloc(70_000, 3), // bin 32
+      Array.from({ length: 300 }, (_, i) => i), // array 16
+      Array.from({ length: 70_000 }, () => 0), // array 32
+      Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`k${i}`, i])), // map 16
+      Object.fromEntries(Array.from({ length: 70_000 }, (_, i) => [`k${i}`, 0])), // map 32
+    ]) {
+      const bytes = new Packr({ useRecords: false, variableMapSize: true }).pack(value);
+      expect(msgpackProblem(bytes, wide), `${bytes[0]?.toString(16)} of ${bytes.length} bytes`).toBeNull();
+      expect(msgpackProblem(bytes.subarray(0, bytes.length - 1), wide)).not.toBeNull();
+    }
+    // The high byte of a 32-bit length counts too: 2^24 + 5 declared, 5 present.
+    for (const head of [0xc6, 0xdb, 0xdd, 0xdf]) {
+      const crafted = Uint8Array.of(head, 0x01, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5);
+      expect(msgpackProblem(crafted, wide), head.toString(16)).not.toBeNull();
+    }
+  });
+
   it('C7: whatever msgpackr encodes within the limits passes (no false refusals)', () => {
     const value = fc.letrec((tie) => ({
       node: fc.oneof(
