@@ -27,6 +27,16 @@ export function cpuMs(pids: readonly number[]): number {
   return total;
 }
 
+/**
+ * How long W1–W3 run before measuring. Each run starts a fresh cluster, and a fresh Node process runs its
+ * hot paths unoptimised until V8 has compiled them: W1 on a new raftlock cluster climbs from ~330 to
+ * ~850 cycles/s over its first four to five seconds (docs/benchmarks.md, "Warm-up"). The figures are for
+ * a running service, so every system gets the same five seconds first (half the run for short runs).
+ */
+export function warmupMsFor(seconds: number): number {
+  return Math.min(5000, seconds * 500);
+}
+
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -77,7 +87,7 @@ export async function runOwnNames(
   progress: Progress,
 ): Promise<CycleFigures> {
   const sessions = await openSessions(cluster, count);
-  const warmupMs = Math.min(1000, seconds * 200);
+  const warmupMs = warmupMsFor(seconds);
   const latencies: number[] = [];
   let errors = 0;
   const startAt = performance.now();
@@ -143,7 +153,7 @@ export async function runContention(
 ): Promise<ContentionFigures> {
   const sessions = await openSessions(cluster, count);
   const name = 'w3-contended';
-  const warmupMs = Math.min(1000, seconds * 200);
+  const warmupMs = warmupMsFor(seconds);
   const grants = sessions.map(() => 0);
   let errors = 0;
   let handoffs = 0;
