@@ -115,7 +115,7 @@ export function parseClientFrame(value: unknown): ParsedFrame {
   }
 }
 
-/** A request refused for one of its fields. A module function, not a closure per frame: this runs for every request. */
+/** A request refused for one of its fields: a module function, not a closure per request. */
 function bad(id: number, message: string): ParsedFrame {
   return { ok: false, id, error: new InvalidArgumentError(message) };
 }
