@@ -116,6 +116,8 @@ export interface NodeStatus {
   readonly firstIndex: number;
   readonly lastIndex: number;
   readonly voters: readonly string[];
+  /** Members that receive the log but do not vote (a node joining, before its promotion). */
+  readonly learners: readonly string[];
   readonly sessions: number;
   readonly locks: number;
   readonly waiters: number;

@@ -225,6 +225,7 @@ export class Gateway {
       firstIndex: raft.firstIndex,
       lastIndex: raft.lastIndex,
       voters: raft.conf.voters,
+      learners: raft.conf.learners,
       sessions: table.sessionCount,
       locks: table.lockCount,
       waiters: table.waiterCount,

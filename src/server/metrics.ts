@@ -95,6 +95,7 @@ export class NodeMetrics implements NodeObserver {
     level('raftlock_raft_last_index', 'Last log index', () => status().lastIndex);
     level('raftlock_raft_snapshot_index', 'Index of the latest snapshot', () => status().snapshotIndex);
     level('raftlock_raft_voters', 'Voters in the current membership', () => status().voters.length);
+    level('raftlock_raft_learners', 'Learners in the current membership', () => status().learners.length);
     level('raftlock_raft_is_leader', '1 on the leader, else 0', () => (status().role === 'leader' ? 1 : 0));
     level('raftlock_locks_held', 'Locks held', () => status().locks);
     level(

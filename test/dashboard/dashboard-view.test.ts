@@ -27,6 +27,7 @@ const status: NodeStatus = {
   firstIndex: 1,
   lastIndex: 10,
   voters: ['n1', 'n2', 'n3'],
+  learners: [],
   sessions: 0,
   locks: 0,
   waiters: 0,

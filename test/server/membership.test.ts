@@ -87,6 +87,33 @@ describe('cluster membership (C5)', () => {
     ]);
   }, 30_000);
 
+  it('C5: a member added but never started stays a learner, listed as one in every /status and metric, until removed', async () => {
+    const session: Session = await connect({ servers: cluster.urls, ...admin });
+    const everyStatus = async (check: (learners: readonly string[], voters: readonly string[]) => boolean) =>
+      cluster.waitFor(
+        async () => {
+          const statuses = await Promise.all(['n1', 'n2', 'n3'].map((id) => cluster.status(id)));
+          return statuses.every((status) => status !== null && check(status.learners, status.voters));
+        },
+        10_000,
+        'every node to report the membership',
+      );
+    try {
+      await session.addMember({ id: 'n8', peerAddress: '127.0.0.1:1', clientUrl: 'ws://127.0.0.1:2' });
+      await everyStatus(
+        (learners, voters) => learners.join() === 'n8' && [...voters].sort().join() === 'n1,n2,n3',
+      );
+      const metrics = await fetch(`${cluster.urls[0]!.replace('ws://', 'http://')}/metrics`);
+      expect(await metrics.text()).toMatch(/^raftlock_raft_learners 1$/m);
+      await session.removeMember('n8');
+      await everyStatus((learners, voters) => learners.length === 0 && voters.length === 3);
+    } finally {
+      // After a failure above, leave the later tests a 3-voter cluster.
+      await session.removeMember('n8').catch(() => undefined);
+      await session.close();
+    }
+  }, 30_000);
+
   it('C5: grows 3 → 5 by --join while sessions lock and unlock; joiners are promoted to voters', async () => {
     for (const id of ['n4', 'n5']) {
       const node = await joiner(cluster, id, usersFile);
