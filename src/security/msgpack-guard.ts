@@ -9,6 +9,7 @@
 //     trailing bytes after the one top-level value.
 // Cost: one pass over the frame, a few ns per value.
 
+import { readU16BE, readU32BE } from '../bytes.ts';
 import { ProtocolError } from '../errors.ts';
 
 export interface MsgpackShapeLimits {
@@ -61,13 +62,13 @@ export function msgpackProblem(bytes: Uint8Array, limits: MsgpackShapeLimits): s
         case 0xc5:
         case 0xda:
           if (pos + 2 > length) return 'truncated';
-          skip = u16(bytes, pos);
+          skip = readU16BE(bytes, pos);
           pos += 2;
           break;
         case 0xc6:
         case 0xdb:
           if (pos + 4 > length) return 'truncated';
-          skip = u32(bytes, pos);
+          skip = readU32BE(bytes, pos);
           pos += 4;
           break;
         case 0xca:
@@ -94,22 +95,22 @@ export function msgpackProblem(bytes: Uint8Array, limits: MsgpackShapeLimits): s
           break;
         case 0xdc:
           if (pos + 2 > length) return 'truncated';
-          children = u16(bytes, pos);
+          children = readU16BE(bytes, pos);
           pos += 2;
           break;
         case 0xdd:
           if (pos + 4 > length) return 'truncated';
-          children = u32(bytes, pos);
+          children = readU32BE(bytes, pos);
           pos += 4;
           break;
         case 0xde:
           if (pos + 2 > length) return 'truncated';
-          children = 2 * u16(bytes, pos);
+          children = 2 * readU16BE(bytes, pos);
           pos += 2;
           break;
         case 0xdf:
           if (pos + 4 > length) return 'truncated';
-          children = 2 * u32(bytes, pos);
+          children = 2 * readU32BE(bytes, pos);
           pos += 4;
           break;
         case 0xd4:
@@ -137,15 +138,6 @@ export function msgpackProblem(bytes: Uint8Array, limits: MsgpackShapeLimits): s
   }
   if (pos !== length) return 'trailing bytes after the value';
   return null;
-}
-
-/** Big-endian unsigned integers at `at`; the caller checked the bytes are there. */
-function u16(bytes: Uint8Array, at: number): number {
-  return ((bytes[at] as number) << 8) | (bytes[at + 1] as number);
-}
-
-function u32(bytes: Uint8Array, at: number): number {
-  return (bytes[at] as number) * 0x1000000 + (u16(bytes, at + 1) << 8) + (bytes[at + 3] as number);
 }
 
 /** Decodes untrusted bytes after the structural check; any failure is one PROTOCOL_ERROR. */

@@ -120,21 +120,25 @@ function bad(id: number, message: string): ParsedFrame {
   return { ok: false, id, error: new InvalidArgumentError(message) };
 }
 
+/** A hello refused: a protocol error, answered without a request id. */
+function badHello(message: string): ParsedFrame {
+  return { ok: false, id: null, error: new ProtocolError(message) };
+}
+
 function parseHello(value: Record<string, unknown>): ParsedFrame {
-  const bad = (message: string): ParsedFrame => ({ ok: false, id: null, error: new ProtocolError(message) });
-  if (!isCount(value.v, 0)) return bad('hello: v');
-  if (!isString(value.principal, principalBytesMax, 1)) return bad('hello: principal');
-  if (!isString(value.password, passwordBytesMax)) return bad('hello: password');
+  if (!isCount(value.v, 0)) return badHello('hello: v');
+  if (!isString(value.principal, principalBytesMax, 1)) return badHello('hello: principal');
+  if (!isString(value.password, passwordBytesMax)) return badHello('hello: password');
   let session: { id: number; token: string } | undefined;
   if (value.session !== undefined && value.session !== null) {
-    if (!isRecord(value.session)) return bad('hello: session');
+    if (!isRecord(value.session)) return badHello('hello: session');
     const { id, token } = value.session;
-    if (!isCount(id, 1) || !isString(token, tokenBytesMax, 1)) return bad('hello: session id/token');
+    if (!isCount(id, 1) || !isString(token, tokenBytesMax, 1)) return badHello('hello: session id/token');
     session = { id, token };
   }
   const window = value.reconnectionWindowMs ?? undefined;
   if (window !== undefined && !(isCount(window, 1) && window <= reconnectionWindowMsMax))
-    return bad(`hello: reconnectionWindowMs must be in [1, ${reconnectionWindowMsMax}]`);
+    return badHello(`hello: reconnectionWindowMs must be in [1, ${reconnectionWindowMsMax}]`);
   return {
     ok: true,
     frame: {

@@ -12,6 +12,7 @@
 // for part of the current one.
 
 import { assert } from '../assert.ts';
+import { readU32BE, writeU32BE } from '../bytes.ts';
 
 export const KeyPrefix = {
   format: 0x00,
@@ -30,31 +31,27 @@ export const snapshotMetaKey: Uint8Array = Uint8Array.of(KeyPrefix.snapshotMeta)
 export const entryKeyBytes = 1 + 8;
 export const chunkKeyBytes = 1 + 8 + 4;
 
-function writeU64(view: DataView, offset: number, value: number): void {
+function writeU64(key: Uint8Array, offset: number, value: number): void {
   assert(Number.isSafeInteger(value) && value >= 0, `keys: ${value} is not a non-negative safe integer`);
-  view.setUint32(offset, Math.floor(value / u32Range));
-  view.setUint32(offset + 4, value % u32Range);
+  writeU32BE(key, offset, Math.floor(value / u32Range));
+  writeU32BE(key, offset + 4, value % u32Range);
 }
 
-function readU64(view: DataView, offset: number): number {
-  return view.getUint32(offset) * u32Range + view.getUint32(offset + 4);
-}
-
-function viewOf(key: Uint8Array): DataView {
-  return new DataView(key.buffer, key.byteOffset, key.byteLength);
+function readU64(key: Uint8Array, offset: number): number {
+  return readU32BE(key, offset) * u32Range + readU32BE(key, offset + 4);
 }
 
 export function entryKey(index: number): Uint8Array {
   const key = new Uint8Array(entryKeyBytes);
   key[0] = KeyPrefix.entry;
-  writeU64(viewOf(key), 1, index);
+  writeU64(key, 1, index);
   return key;
 }
 
 /** The index an entry key names; undefined when the key is not a well-formed entry key. */
 export function entryKeyIndex(key: Uint8Array): number | undefined {
   if (key.byteLength !== entryKeyBytes || key[0] !== KeyPrefix.entry) return undefined;
-  return readU64(viewOf(key), 1);
+  return readU64(key, 1);
 }
 
 export function chunkKey(snapshotIndex: number, chunk: number): Uint8Array {
@@ -64,16 +61,14 @@ export function chunkKey(snapshotIndex: number, chunk: number): Uint8Array {
   );
   const key = new Uint8Array(chunkKeyBytes);
   key[0] = KeyPrefix.snapshotChunk;
-  const view = viewOf(key);
-  writeU64(view, 1, snapshotIndex);
-  view.setUint32(9, chunk);
+  writeU64(key, 1, snapshotIndex);
+  writeU32BE(key, 9, chunk);
   return key;
 }
 
 export function chunkKeyParts(key: Uint8Array): { snapshotIndex: number; chunk: number } | undefined {
   if (key.byteLength !== chunkKeyBytes || key[0] !== KeyPrefix.snapshotChunk) return undefined;
-  const view = viewOf(key);
-  return { snapshotIndex: readU64(view, 1), chunk: view.getUint32(9) };
+  return { snapshotIndex: readU64(key, 1), chunk: readU32BE(key, 9) };
 }
 
 /** The half-open key range [gte, lt) holding every key that starts with `prefix`. */

@@ -10,6 +10,7 @@
 
 import { crc32 } from 'node:zlib';
 import { assert } from '../assert.ts';
+import { readU32BE, writeU32BE } from '../bytes.ts';
 import { StorageCorruptionError } from './errors.ts';
 import { describeKey } from './keys.ts';
 
@@ -25,12 +26,7 @@ export function encodeRecord(key: Uint8Array, payload: Uint8Array): Uint8Array {
   record[4] = recordVersion;
   record.set(payload, recordHeaderBytes);
   const crc = checksum(key, record.subarray(4));
-  // Byte by byte rather than through a DataView: a record of up to 64 bytes lives on the JS heap, and
-  // reading its `.buffer` would move it off.
-  record[0] = crc >>> 24;
-  record[1] = (crc >>> 16) & 0xff;
-  record[2] = (crc >>> 8) & 0xff;
-  record[3] = crc & 0xff;
+  writeU32BE(record, 0, crc);
   // Both sides of the boundary: what we hand to LevelDB must decode to what we were given.
   assert(
     decodeRecord(key, record).byteLength === payload.byteLength,
@@ -43,9 +39,7 @@ export function encodeRecord(key: Uint8Array, payload: Uint8Array): Uint8Array {
 export function decodeRecord(key: Uint8Array, record: Uint8Array): Uint8Array {
   if (record.byteLength < recordHeaderBytes)
     corrupt(key, `record of ${record.byteLength} bytes is shorter than its header`);
-  const stored =
-    (record[0] as number) * 0x1000000 +
-    (((record[1] as number) << 16) | ((record[2] as number) << 8) | (record[3] as number));
+  const stored = readU32BE(record, 0);
   const body = record.subarray(4);
   const actual = checksum(key, body);
   if (stored !== actual)

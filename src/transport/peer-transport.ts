@@ -26,6 +26,7 @@ import { performance } from 'node:perf_hooks';
 import { Packr } from 'msgpackr';
 import { type RawData, WebSocket, WebSocketServer } from 'ws';
 import { assert } from '../assert.ts';
+import { writeU32BE } from '../bytes.ts';
 import { RaftlockError } from '../errors.ts';
 import type { Message, NodeId } from '../raft/types.ts';
 import {
@@ -1044,6 +1045,6 @@ function arrayHeader(count: number): Uint8Array {
   if (count <= 0xffff) return Uint8Array.of(0xdc, count >> 8, count & 0xff);
   const header = new Uint8Array(5);
   header[0] = 0xdd;
-  new DataView(header.buffer).setUint32(1, count);
+  writeU32BE(header, 1, count);
   return header;
 }
