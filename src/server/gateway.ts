@@ -12,7 +12,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createTlsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { Packr, Unpackr } from 'msgpackr';
-import { type RawData, WebSocket, WebSocketServer } from 'ws';
+import { type RawData, type WebSocket, WebSocketServer } from 'ws';
 import { assert } from '../assert.ts';
 import {
   AuthenticationFailedError,
@@ -27,6 +27,7 @@ import {
 import { reconnectionWindowMsMax } from '../limits.ts';
 import type { Command, Effect, Entry, Result, WaitEndReason } from '../locks/index.ts';
 import { coversPrefix, type Grants } from '../locks/permissions.ts';
+import { muxLimits, muxProtocol } from '../mux.ts';
 import {
   ClientCloseCode,
   clientProtocolVersion,
@@ -42,6 +43,7 @@ import { clientFrameShape, unpackUntrusted } from '../security/msgpack-guard.ts'
 import { LoginThrottle, TokenBucket } from '../security/throttle.ts';
 import type { UserDirectory } from '../security/users.ts';
 import { BackupEndpoint } from './backup-endpoint.ts';
+import { type ChannelHandler, type ClientLink, SharedSocket, SocketLink } from './client-link.ts';
 import { nodeClock } from './clock.ts';
 import { type DashboardViews, serveDashboard } from './dashboard.ts';
 import { serverLimits } from './limits.ts';
@@ -80,7 +82,7 @@ class ClientConnection {
   readonly frames: TokenBucket;
 
   constructor(
-    readonly ws: WebSocket,
+    readonly link: ClientLink,
     readonly remote: string,
     readonly remoteHost: string,
     nowMs: number,
@@ -110,6 +112,9 @@ export class Gateway {
   private readonly log: Logger;
   private readonly http: Server;
   private readonly wss: WebSocketServer;
+  /** Shared connections (src/mux.ts): many sessions' channels on one WebSocket. */
+  private readonly sharedWss: WebSocketServer;
+  private readonly sharedSockets = new Set<SharedSocket>();
   private readonly packr = new Packr({ useRecords: false });
   private readonly unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
   private readonly connections = new Set<ClientConnection>();
@@ -153,6 +158,12 @@ export class Gateway {
       noServer: true,
       perMessageDeflate: false,
       maxPayload: serverLimits.clientFrameBytesMax,
+    });
+    this.sharedWss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      maxPayload: muxLimits.messageBytesMax,
+      handleProtocols: (protocols) => (protocols.has(muxProtocol) ? muxProtocol : false),
     });
     this.http.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) =>
       this.onUpgrade(request, socket, head),
@@ -315,18 +326,15 @@ export class Gateway {
       socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
       return;
     }
-    this.wss.handleUpgrade(request, socket, head, (ws) => this.onConnection(ws, request));
+    const offered = request.headers['sec-websocket-protocol'];
+    const shared = offered?.split(',').some((name) => name.trim() === muxProtocol) ?? false;
+    if (shared) this.sharedWss.handleUpgrade(request, socket, head, (ws) => this.onSharedSocket(ws, request));
+    else this.wss.handleUpgrade(request, socket, head, (ws) => this.onConnection(ws, request));
   }
 
   private onConnection(ws: WebSocket, request: IncomingMessage): void {
-    const remoteHost = request.socket.remoteAddress ?? '?';
-    const remote = `${remoteHost}:${request.socket.remotePort ?? '?'}`;
-    const connection = new ClientConnection(ws, remote, remoteHost, nodeClock.now());
-    this.connections.add(connection);
-    connection.helloTimer = setTimeout(
-      () => this.fail(connection, ClientCloseCode.helloTimeout, new ProtocolError('no hello in time')),
-      serverLimits.helloTimeoutMs,
-    );
+    const { remote, remoteHost } = remoteOf(request);
+    const connection = this.accept(new SocketLink(ws), remote, remoteHost);
     ws.on('message', (data: RawData, isBinary: boolean) => this.onFrame(connection, data, isBinary));
     // Only a client that said goodbye (close code 1000/1001) knows its connection is gone; otherwise it
     // may still count itself owner until its own loss bound (S10), so the liveness clock decides.
@@ -334,6 +342,45 @@ export class Gateway {
     ws.on('error', (error) => {
       this.log.debug({ event: 'client_socket_error', remote, err: error.message }, 'client socket error');
     });
+  }
+
+  /** A shared WebSocket: each channel is a client connection of its own, as `onConnection` makes one. */
+  private onSharedSocket(ws: WebSocket, request: IncomingMessage): void {
+    const { remote, remoteHost } = remoteOf(request);
+    const shared = new SharedSocket(ws, {
+      idleMs: serverLimits.helloTimeoutMs,
+      refused: (reason) =>
+        this.log.info(
+          { event: 'client_shared_socket_closed', remote, reason },
+          'shared client socket closed',
+        ),
+      open: (link): ChannelHandler | null => {
+        if (this.closing || this.connections.size >= serverLimits.clientConnectionsMax) {
+          link.close(ClientCloseCode.overloaded, 'too many client connections');
+          return null;
+        }
+        const connection = this.accept(link, remote, remoteHost);
+        return {
+          frame: (data) => this.onFrame(connection, data, true),
+          closed: (goodbye) => this.onClose(connection, goodbye),
+        };
+      },
+    });
+    this.sharedSockets.add(shared);
+    ws.on('close', () => this.sharedSockets.delete(shared));
+    ws.on('error', (error) => {
+      this.log.debug({ event: 'client_socket_error', remote, err: error.message }, 'client socket error');
+    });
+  }
+
+  private accept(link: ClientLink, remote: string, remoteHost: string): ClientConnection {
+    const connection = new ClientConnection(link, remote, remoteHost, nodeClock.now());
+    this.connections.add(connection);
+    connection.helloTimer = setTimeout(
+      () => this.fail(connection, ClientCloseCode.helloTimeout, new ProtocolError('no hello in time')),
+      serverLimits.helloTimeoutMs,
+    );
+    return connection;
   }
 
   private onFrame(connection: ClientConnection, data: RawData, isBinary: boolean): void {
@@ -758,11 +805,10 @@ export class Gateway {
   // ---------------------------------------------------------------- output
 
   private send(connection: ClientConnection, frame: ServerFrame): void {
-    const ws = connection.ws;
-    if (ws.readyState !== WebSocket.OPEN) return;
-    corkUntilTickEnds(ws);
-    ws.send(this.packr.pack(frame));
-    if (ws.bufferedAmount > serverLimits.clientSocketBufferedBytesMax) {
+    const link = connection.link;
+    if (!link.open) return;
+    link.send(this.packr.pack(frame));
+    if (link.bufferedAmount > serverLimits.clientSocketBufferedBytesMax) {
       this.log.warn({ event: 'client_slow', remote: connection.remote }, 'client too slow; closing');
       this.closeConnection(connection, ClientCloseCode.slowConsumer, 'too slow to read');
     }
@@ -825,12 +871,7 @@ export class Gateway {
   }
 
   private closeConnection(connection: ClientConnection, code: number, reason: string): void {
-    const ws = connection.ws;
-    if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) {
-      ws.close(code, reason.slice(0, 120));
-      // A peer that never answers the close frame must not pin the socket.
-      setTimeout(() => ws.terminate(), 1_000).unref();
-    }
+    connection.link.close(code, reason);
     this.onClose(connection, false);
   }
 
@@ -883,7 +924,9 @@ export class Gateway {
       if (leader !== null && leader !== this.node.id) this.failNotLeader(connection);
       else this.closeConnection(connection, ClientCloseCode.shuttingDown, 'shutting down');
     }
+    for (const shared of this.sharedSockets) shared.terminate(ClientCloseCode.shuttingDown, 'shutting down');
     this.wss.close();
+    this.sharedWss.close();
     await new Promise<void>((resolve) => {
       this.http.close(() => resolve());
       this.http.closeAllConnections();
@@ -958,23 +1001,7 @@ function sendJson(response: ServerResponse, status: number, body: unknown): void
   response.end(text);
 }
 
-const corkedSockets = new Set<Duplex>();
-
-/**
- * Frames sent to one client while an entry applies (a grant notice and the answer to the request) leave
- * in one write: one syscall and one wake-up of the client instead of several. ws has no cork of its own,
- * so its socket is corked until the current tick's work is done. One tick callback uncorks every socket
- * corked in the tick (an entry answers many clients; a callback each was a tenth of a W2 leader's ticks).
- */
-function corkUntilTickEnds(ws: WebSocket): void {
-  const socket = (ws as unknown as { _socket?: Duplex | null })._socket;
-  if (socket === undefined || socket === null || corkedSockets.has(socket)) return;
-  if (corkedSockets.size === 0) process.nextTick(uncorkAll);
-  corkedSockets.add(socket);
-  socket.cork();
-}
-
-function uncorkAll(): void {
-  for (const socket of corkedSockets) socket.uncork();
-  corkedSockets.clear();
+function remoteOf(request: IncomingMessage): { remote: string; remoteHost: string } {
+  const remoteHost = request.socket.remoteAddress ?? '?';
+  return { remote: `${remoteHost}:${request.socket.remotePort ?? '?'}`, remoteHost };
 }

@@ -1,0 +1,119 @@
+// The shared-connection record format (src/mux.ts): what the outbox writes reads back record for record,
+// and every way a message can be malformed is named before any record is handed out (C7).
+
+import { describe, expect, it } from 'vitest';
+import {
+  isCloseCode,
+  MuxKind,
+  MuxOutbox,
+  muxLimits,
+  muxMessageProblem,
+  readMuxClose,
+  readMuxMessage,
+} from '../src/mux.ts';
+import { clientFrameBytesMax } from '../src/protocol.ts';
+
+function header(channel: number, kind: number, length: number): number[] {
+  return [
+    channel >>> 24,
+    (channel >>> 16) & 0xff,
+    (channel >>> 8) & 0xff,
+    channel & 0xff,
+    kind,
+    length >>> 24,
+    (length >>> 16) & 0xff,
+    (length >>> 8) & 0xff,
+    length & 0xff,
+  ];
+}
+
+function records(message: Uint8Array): { channel: number; kind: number; payload: number[] }[] {
+  const out: { channel: number; kind: number; payload: number[] }[] = [];
+  const problem = readMuxMessage(message, (channel, kind, payload) =>
+    out.push({ channel, kind, payload: [...payload] }),
+  );
+  expect(problem).toBeNull();
+  return out;
+}
+
+describe('shared-connection records', () => {
+  it('C7: frames and closes written by the outbox read back in order, one message per take', () => {
+    const outbox = new MuxOutbox();
+    expect(outbox.empty).toBe(true);
+    outbox.pushFrame(1, Uint8Array.of(0x80));
+    outbox.pushFrame(0xffffffff, Uint8Array.of(1, 2, 3));
+    outbox.pushClose(7, 4006, 'ended');
+    expect(outbox.empty).toBe(false);
+    const messages = outbox.take();
+    expect(messages).toHaveLength(1);
+    expect(outbox.empty).toBe(true);
+    const read = records(messages[0]!);
+    expect(read.map((r) => [r.channel, r.kind])).toEqual([
+      [1, MuxKind.frame],
+      [0xffffffff, MuxKind.frame],
+      [7, MuxKind.close],
+    ]);
+    expect(read[1]!.payload).toEqual([1, 2, 3]);
+    expect(readMuxClose(Uint8Array.from(read[2]!.payload))).toEqual({ code: 4006, reason: 'ended' });
+    expect(outbox.take()).toEqual([]);
+  });
+
+  it('C7: records past the message bound start a new message; none is split', () => {
+    const outbox = new MuxOutbox();
+    const frame = new Uint8Array(clientFrameBytesMax).fill(0x81);
+    const perMessage = Math.floor(muxLimits.messageBytesMax / (clientFrameBytesMax + muxLimits.headerBytes));
+    for (let i = 1; i <= perMessage + 1; i++) outbox.pushFrame(i, frame);
+    const messages = outbox.take();
+    expect(messages).toHaveLength(2);
+    expect(messages[0]!.length).toBeLessThanOrEqual(muxLimits.messageBytesMax);
+    expect(records(messages[0]!).map((r) => r.channel)).toEqual(
+      Array.from({ length: perMessage }, (_, i) => i + 1),
+    );
+    expect(records(messages[1]!).map((r) => r.channel)).toEqual([perMessage + 1]);
+  });
+
+  it('C7: a close reason is cut to 123 bytes on a character boundary', () => {
+    const outbox = new MuxOutbox();
+    outbox.pushClose(1, 1000, 'é'.repeat(100));
+    const [record] = records(outbox.take()[0]!);
+    const { reason } = readMuxClose(Uint8Array.from(record!.payload));
+    expect(Buffer.byteLength(reason)).toBe(122);
+    expect(reason).toBe('é'.repeat(61));
+  });
+
+  it('C7: every malformed message is named, and no record of it is handed out', () => {
+    const bad: [string, number[]][] = [
+      ['empty message', []],
+      ['header cut short', [...header(1, 1, 1), 0x80, 0, 0]],
+      ['channel 0', [...header(0, 1, 1), 0x80]],
+      ['declared', [...header(1, 1, 5), 0x80]],
+      ['empty frame', header(1, 1, 0)],
+      ['unknown kind 3', [...header(1, 3, 1), 0]],
+      ['close of 1 bytes', [...header(1, 2, 1), 0]],
+      ['close code 1005', [...header(1, 2, 2), 0x03, 0xed]],
+      ['close code 3000', [...header(1, 2, 2), 0x0b, 0xb8]],
+      ['not UTF-8', [...header(1, 2, 3), 0x03, 0xe8, 0xff]],
+    ];
+    for (const [expected, bytes] of bad) {
+      // A good record first: it must not be handed out either.
+      const message = Uint8Array.from([...header(9, 1, 1), 0x80, ...bytes]);
+      const seen: number[] = [];
+      const problem = readMuxMessage(bytes.length === 0 ? new Uint8Array(0) : message, (channel) =>
+        seen.push(channel),
+      );
+      expect(problem, expected).toContain(expected);
+      expect(seen, expected).toEqual([]);
+    }
+    const big = new Uint8Array(muxLimits.headerBytes + clientFrameBytesMax + 1);
+    big.set(header(1, 1, clientFrameBytesMax + 1));
+    expect(muxMessageProblem(big)).toContain(`frame of ${clientFrameBytesMax + 1} bytes`);
+    expect(muxMessageProblem(new Uint8Array(muxLimits.messageBytesMax + 1))).toContain('message of');
+  });
+
+  it('C7: close codes are the normal ones and the application range only', () => {
+    expect([1000, 1001, 4000, 4999].every(isCloseCode)).toBe(true);
+    expect([0, 999, 1002, 1005, 1006, 3000, 3999, 5000].some(isCloseCode)).toBe(false);
+    expect(() => new MuxOutbox().pushClose(1, 1006, '')).toThrow();
+    expect(() => new MuxOutbox().pushFrame(0, Uint8Array.of(1))).toThrow();
+  });
+});
