@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { nodeCommand } from '../src/cli/cluster-up.ts';
 import { fetchStatus } from '../src/cli/status.ts';
-import { connect, type Session, type SessionLock } from '../src/client/index.ts';
+import { ConnectionPool, connect, type Session, type SessionLock } from '../src/client/index.ts';
 import type { BenchCluster, BenchSession, BenchTarget } from './bench-types.ts';
 
 export async function freePort(): Promise<number> {
@@ -36,6 +36,12 @@ export interface RaftlockClusterOptions {
   readonly verbose?: boolean;
   /** Another checkout's `src/cli/main.ts` to run the nodes from (before/after comparisons). */
   readonly cliMain?: string;
+  /**
+   * The sessions of one workload share one WebSocket per node (a `ConnectionPool`, docs/protocol.md
+   * "Shared connections") instead of one each. Default true; a checkout from before shared connections
+   * needs false.
+   */
+  readonly sharedConnections?: boolean;
 }
 
 const ownCliMain = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
@@ -201,16 +207,21 @@ export class RaftlockCluster implements BenchCluster {
   }
 
   target(servers: readonly string[]): BenchTarget {
-    return new RaftlockTarget(servers);
+    return new RaftlockTarget(
+      servers,
+      this.options.sharedConnections === false ? undefined : new ConnectionPool(),
+    );
   }
 }
 
 class RaftlockTarget implements BenchTarget {
   readonly system = 'raftlock';
   private readonly servers: readonly string[];
+  private readonly pool: ConnectionPool | undefined;
 
-  constructor(servers: readonly string[]) {
+  constructor(servers: readonly string[], pool: ConnectionPool | undefined) {
     this.servers = servers;
+    this.pool = pool;
   }
 
   async open(): Promise<BenchSession> {
@@ -219,6 +230,7 @@ class RaftlockTarget implements BenchTarget {
       principal: 'control',
       password: 'password',
       connectDeadlineMs: 30_000,
+      ...(this.pool === undefined ? {} : { pool: this.pool }),
     });
     return new RaftlockBenchSession(session);
   }

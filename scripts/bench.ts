@@ -10,7 +10,11 @@
 //
 //   npm run bench [-- --vs etcd] [--short] [--only W1,W2] [--seconds 10] [--kills 5]
 //                    [--json bench-results.json] [--chart docs/benchmarks.svg] [--no-fsync]
-//                    [--baseline DIR] [--rounds N]
+//                    [--baseline DIR] [--rounds N] [--own-connections]
+//
+// A workload's raftlock sessions share one WebSocket per node (a `ConnectionPool`), as sessions of one
+// process would; `--own-connections` gives each its own, as before shared connections existed (and as
+// the `--baseline` checkout always runs, since it may not speak them).
 //
 // Workloads run side by side: for each, raftlock, then etcd (and the baseline), so a machine whose load
 // changes during the run weighs on every system alike. `--baseline DIR` also runs W1–W5 against the
@@ -55,6 +59,7 @@ const { values } = parseArgs({
     'no-fsync': { type: 'boolean' },
     baseline: { type: 'string' },
     rounds: { type: 'string' },
+    'own-connections': { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   },
   strict: true,
@@ -63,7 +68,8 @@ const { values } = parseArgs({
 if (values.help === true) {
   process.stdout.write(
     'npm run bench [-- --vs etcd] [--short] [--only W1,W2,W3,W4,W5] [--seconds N] [--kills N] [--sessions 32]\n' +
-      '                 [--json FILE] [--chart FILE.svg] [--no-fsync] [--baseline DIR] [--rounds N]\n',
+      '                 [--json FILE] [--chart FILE.svg] [--no-fsync] [--baseline DIR] [--rounds N]\n' +
+      '                 [--own-connections]\n',
   );
   process.exit(0);
 }
@@ -78,6 +84,7 @@ if (!Number.isSafeInteger(rounds) || rounds < 1 || rounds > 15) {
   process.exit(2);
 }
 const fsync = values['no-fsync'] !== true;
+const sharedConnections = values['own-connections'] !== true;
 const only = new Set((values.only ?? 'W1,W2,W3,W4,W5').toUpperCase().split(','));
 const w5Sessions = short ? 10_000 : 100_000;
 const w5LocksPerSession = 10;
@@ -175,11 +182,14 @@ async function runCycleWorkload(
 try {
   for (const workload of cycleWorkloads) {
     const systems: ['raftlock' | 'etcd' | 'baseline', () => Promise<BenchCluster>][] = [
-      ['raftlock', () => RaftlockCluster.start({ fsync })],
+      ['raftlock', () => RaftlockCluster.start({ fsync, sharedConnections })],
     ];
     if (withEtcd) systems.push(['etcd', () => EtcdCluster.start()]);
     if (baselineMain !== undefined)
-      systems.push(['baseline', () => RaftlockCluster.start({ fsync, cliMain: baselineMain })]);
+      systems.push([
+        'baseline',
+        () => RaftlockCluster.start({ fsync, cliMain: baselineMain, sharedConnections: false }),
+      ]);
     for (let round = 0; round < roundsOf(workload); round++) {
       // Odd rounds go in reverse order, so no system always runs first (or last) on a drifting machine.
       const order = round % 2 === 0 ? systems : [...systems].reverse();
@@ -375,7 +385,7 @@ const machine = {
 const summary = table(rows, withEtcd, baselineMain !== undefined);
 process.stdout.write(
   `\nraftlock bench ${startedAt.toISOString()} — 3 nodes on loopback, fsync ${fsync ? 'on' : 'off'}, ` +
-    `${seconds} s per run${rounds > 1 ? `, median of ${rounds} interleaved runs in W1–W3` : ''}, ${manySessions} sessions in W2–W4; one cycle = lock + unlock (2 commits)\n` +
+    `${seconds} s per run${rounds > 1 ? `, median of ${rounds} interleaved runs in W1–W3` : ''}, ${manySessions} sessions in W2–W4 (raftlock: ${sharedConnections ? 'one shared WebSocket per node' : 'a WebSocket each'}); one cycle = lock + unlock (2 commits)\n` +
     `machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB, Node ${machine.node}` +
     `${etcdLabel === null ? '' : `, ${etcdLabel}`}; load average before ${machine.loadAverageBefore.join(' ')}, ` +
     `after ${machine.loadAverageAfter.join(' ')}\n\n${summary}\n`,
@@ -402,6 +412,7 @@ writeFileSync(
         kills,
         sessions: manySessions,
         fsync,
+        sharedConnections,
         vs: withEtcd ? 'etcd' : null,
         baseline: values.baseline ?? null,
       },

@@ -32,17 +32,37 @@ export const muxLimits = {
   headerBytes: 9,
   /** Channels one shared connection may have open at once. */
   channelsMax: 4096,
-  /** Largest WebSocket message on a shared connection, either way. */
-  messageBytesMax: 1024 * 1024,
+  /** The outbox starts a new message once the next record would pass this; a bigger record goes alone. */
+  batchBytesMax: 1024 * 1024,
   /** Largest close reason in bytes (as a WebSocket close frame allows). */
   closeReasonBytesMax: 123,
   /** Highest channel number. */
   channelMax: 0xffffffff,
 } as const;
 
+/** How large frames and messages may be in one direction. */
+export interface MuxBounds {
+  readonly frameBytesMax: number;
+  readonly messageBytesMax: number;
+}
+
+/** Client → node: frames as on a socket of its own (64 KiB); messages up to 1 MiB, the node's `maxPayload`. */
+export const toNode: MuxBounds = { frameBytesMax: clientFrameBytesMax, messageBytesMax: 1024 * 1024 };
+
+/**
+ * Node → client: frames as large as a socket of its own takes (the client's 64 MiB `maxPayload`) — a
+ * `locks` page or a resume's welcome can pass 64 KiB — and a message holds at least one of them.
+ */
+export const toClient: MuxBounds = {
+  frameBytesMax: 64 * 1024 * 1024,
+  messageBytesMax: 64 * 1024 * 1024 + muxLimits.headerBytes,
+};
+
 assert(
-  muxLimits.messageBytesMax >= clientFrameBytesMax + muxLimits.headerBytes,
-  'mux limits: a message must hold a frame of the largest size',
+  toNode.messageBytesMax >= toNode.frameBytesMax + muxLimits.headerBytes &&
+    toClient.messageBytesMax >= toClient.frameBytesMax + muxLimits.headerBytes &&
+    muxLimits.batchBytesMax <= Math.min(toNode.messageBytesMax, toClient.messageBytesMax),
+  'mux limits: a message must hold a frame of the largest size, and a batch fit a message',
 );
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -50,9 +70,10 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 /** Calls `each` for every record of `message`, after checking all of them; returns what is wrong, or null. */
 export function readMuxMessage(
   message: Uint8Array,
+  bounds: MuxBounds,
   each: (channel: number, kind: MuxKind, payload: Uint8Array) => void,
 ): string | null {
-  const problem = muxMessageProblem(message);
+  const problem = muxMessageProblem(message, bounds);
   if (problem !== null) return problem;
   let at = 0;
   while (at < message.length) {
@@ -67,9 +88,9 @@ export function readMuxMessage(
 }
 
 /** What is wrong with a shared connection's message, or null: every record whole, of a known kind, in bounds. */
-export function muxMessageProblem(message: Uint8Array): string | null {
+export function muxMessageProblem(message: Uint8Array, bounds: MuxBounds): string | null {
   if (message.length === 0) return 'empty message';
-  if (message.length > muxLimits.messageBytesMax) return `message of ${message.length} bytes`;
+  if (message.length > bounds.messageBytesMax) return `message of ${message.length} bytes`;
   let at = 0;
   let records = 0;
   while (at < message.length) {
@@ -83,7 +104,7 @@ export function muxMessageProblem(message: Uint8Array): string | null {
       return `record ${records}: ${length} bytes declared, ${message.length - at} present`;
     if (kind === MuxKind.frame) {
       if (length === 0) return `record ${records}: empty frame`;
-      if (length > clientFrameBytesMax) return `record ${records}: frame of ${length} bytes`;
+      if (length > bounds.frameBytesMax) return `record ${records}: frame of ${length} bytes`;
     } else if (kind === MuxKind.close) {
       if (length < 2 || length > 2 + muxLimits.closeReasonBytesMax)
         return `record ${records}: close of ${length} bytes`;
@@ -115,23 +136,28 @@ export function readMuxClose(payload: Uint8Array): { readonly code: number; read
 
 /**
  * Records bound for one shared connection, gathered until `take()`: then one message, or a few when they
- * pass `messageBytesMax`. A frame is kept by reference until `take()` copies it into its message, so the
- * caller must not reuse its bytes before then (msgpackr's `pack` never does).
+ * pass `batchBytesMax` (a record larger than that is a message of its own). A frame is kept by reference
+ * until `take()` copies it into its message, so the caller must not reuse its bytes before then (msgpackr's
+ * `pack` never does).
  */
 export class MuxOutbox {
   private parts: Uint8Array[] = [];
   private bytes = 0;
   private readonly ready: Buffer[] = [];
 
+  constructor(private readonly bounds: MuxBounds) {}
+
   get empty(): boolean {
     return this.bytes === 0 && this.ready.length === 0;
   }
 
+  /** Whether a frame of this size may travel in this direction at all. */
+  fits(frame: Uint8Array): boolean {
+    return frame.length > 0 && frame.length <= this.bounds.frameBytesMax;
+  }
+
   pushFrame(channel: number, frame: Uint8Array): void {
-    assert(
-      frame.length > 0 && frame.length <= muxLimits.messageBytesMax - muxLimits.headerBytes,
-      'mux: frame size',
-    );
+    assert(this.fits(frame), `mux: a frame of ${frame.length} bytes`);
     this.push(channel, MuxKind.frame, frame);
   }
 
@@ -163,7 +189,7 @@ export class MuxOutbox {
       `mux: channel ${channel}`,
     );
     const size = muxLimits.headerBytes + payload.length;
-    if (this.bytes + size > muxLimits.messageBytesMax) this.seal();
+    if (this.bytes > 0 && this.bytes + size > muxLimits.batchBytesMax) this.seal();
     const header = Buffer.allocUnsafe(muxLimits.headerBytes);
     writeU32BE(header, 0, channel);
     header[4] = kind;

@@ -10,6 +10,8 @@ import {
   muxMessageProblem,
   readMuxClose,
   readMuxMessage,
+  toClient,
+  toNode,
 } from '../src/mux.ts';
 import { clientFrameBytesMax } from '../src/protocol.ts';
 
@@ -29,7 +31,7 @@ function header(channel: number, kind: number, length: number): number[] {
 
 function records(message: Uint8Array): { channel: number; kind: number; payload: number[] }[] {
   const out: { channel: number; kind: number; payload: number[] }[] = [];
-  const problem = readMuxMessage(message, (channel, kind, payload) =>
+  const problem = readMuxMessage(message, toClient, (channel, kind, payload) =>
     out.push({ channel, kind, payload: [...payload] }),
   );
   expect(problem).toBeNull();
@@ -38,7 +40,7 @@ function records(message: Uint8Array): { channel: number; kind: number; payload:
 
 describe('shared-connection records', () => {
   it('C7: frames and closes written by the outbox read back in order, one message per take', () => {
-    const outbox = new MuxOutbox();
+    const outbox = new MuxOutbox(toClient);
     expect(outbox.empty).toBe(true);
     outbox.pushFrame(1, Uint8Array.of(0x80));
     outbox.pushFrame(0xffffffff, Uint8Array.of(1, 2, 3));
@@ -58,22 +60,35 @@ describe('shared-connection records', () => {
     expect(outbox.take()).toEqual([]);
   });
 
-  it('C7: records past the message bound start a new message; none is split', () => {
-    const outbox = new MuxOutbox();
+  it('C7: records past the batch size start a new message; none is split, and a big one travels alone', () => {
+    const outbox = new MuxOutbox(toClient);
     const frame = new Uint8Array(clientFrameBytesMax).fill(0x81);
-    const perMessage = Math.floor(muxLimits.messageBytesMax / (clientFrameBytesMax + muxLimits.headerBytes));
+    const perMessage = Math.floor(muxLimits.batchBytesMax / (clientFrameBytesMax + muxLimits.headerBytes));
     for (let i = 1; i <= perMessage + 1; i++) outbox.pushFrame(i, frame);
+    const big = new Uint8Array(3 * muxLimits.batchBytesMax).fill(0x82);
+    outbox.pushFrame(99, big);
+    outbox.pushFrame(100, Uint8Array.of(0x80));
     const messages = outbox.take();
-    expect(messages).toHaveLength(2);
-    expect(messages[0]!.length).toBeLessThanOrEqual(muxLimits.messageBytesMax);
+    expect(messages).toHaveLength(4);
+    expect(messages[0]!.length).toBeLessThanOrEqual(muxLimits.batchBytesMax);
     expect(records(messages[0]!).map((r) => r.channel)).toEqual(
       Array.from({ length: perMessage }, (_, i) => i + 1),
     );
     expect(records(messages[1]!).map((r) => r.channel)).toEqual([perMessage + 1]);
+    expect(records(messages[2]!).map((r) => [r.channel, r.payload.length])).toEqual([[99, big.length]]);
+    expect(records(messages[3]!).map((r) => r.channel)).toEqual([100]);
+  });
+
+  it('C7: toward the node a frame is at most 64 KiB, as on a socket of its own; toward the client 64 MiB', () => {
+    const frame = new Uint8Array(clientFrameBytesMax + 1);
+    expect(new MuxOutbox(toClient).fits(frame)).toBe(true);
+    expect(new MuxOutbox(toNode).fits(frame)).toBe(false);
+    expect(() => new MuxOutbox(toNode).pushFrame(1, frame)).toThrow();
+    expect(new MuxOutbox(toClient).fits(new Uint8Array(toClient.frameBytesMax + 1))).toBe(false);
   });
 
   it('C7: a close reason is cut to 123 bytes on a character boundary', () => {
-    const outbox = new MuxOutbox();
+    const outbox = new MuxOutbox(toClient);
     outbox.pushClose(1, 1000, 'é'.repeat(100));
     const [record] = records(outbox.take()[0]!);
     const { reason } = readMuxClose(Uint8Array.from(record!.payload));
@@ -98,7 +113,7 @@ describe('shared-connection records', () => {
       // A good record first: it must not be handed out either.
       const message = Uint8Array.from([...header(9, 1, 1), 0x80, ...bytes]);
       const seen: number[] = [];
-      const problem = readMuxMessage(bytes.length === 0 ? new Uint8Array(0) : message, (channel) =>
+      const problem = readMuxMessage(bytes.length === 0 ? new Uint8Array(0) : message, toNode, (channel) =>
         seen.push(channel),
       );
       expect(problem, expected).toContain(expected);
@@ -106,14 +121,15 @@ describe('shared-connection records', () => {
     }
     const big = new Uint8Array(muxLimits.headerBytes + clientFrameBytesMax + 1);
     big.set(header(1, 1, clientFrameBytesMax + 1));
-    expect(muxMessageProblem(big)).toContain(`frame of ${clientFrameBytesMax + 1} bytes`);
-    expect(muxMessageProblem(new Uint8Array(muxLimits.messageBytesMax + 1))).toContain('message of');
+    expect(muxMessageProblem(big, toNode)).toContain(`frame of ${clientFrameBytesMax + 1} bytes`);
+    expect(muxMessageProblem(big, toClient)).toBeNull();
+    expect(muxMessageProblem(new Uint8Array(toNode.messageBytesMax + 1), toNode)).toContain('message of');
   });
 
   it('C7: close codes are the normal ones and the application range only', () => {
     expect([1000, 1001, 4000, 4999].every(isCloseCode)).toBe(true);
     expect([0, 999, 1002, 1005, 1006, 3000, 3999, 5000].some(isCloseCode)).toBe(false);
-    expect(() => new MuxOutbox().pushClose(1, 1006, '')).toThrow();
-    expect(() => new MuxOutbox().pushFrame(0, Uint8Array.of(1))).toThrow();
+    expect(() => new MuxOutbox(toClient).pushClose(1, 1006, '')).toThrow();
+    expect(() => new MuxOutbox(toClient).pushFrame(0, Uint8Array.of(1))).toThrow();
   });
 });

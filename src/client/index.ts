@@ -3,6 +3,7 @@
 
 export * from '../errors.ts';
 export type { LockView, MembersResult, MemberView } from '../protocol.ts';
+export { ConnectionPool } from './pool.ts';
 export {
   type ConnectOptions,
   connect,

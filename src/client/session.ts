@@ -10,7 +10,6 @@
 
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import type WebSocket from 'ws';
 import {
   AbortedError,
   InvalidArgumentError,
@@ -32,7 +31,15 @@ import type {
   WelcomeFrame,
 } from '../protocol.ts';
 import { ClientCloseCode } from '../protocol.ts';
-import { decode, encode, errorFromWire, openConnection, type WireRaftlockError } from './connection.ts';
+import {
+  decode,
+  encode,
+  errorFromWire,
+  type FrameSocket,
+  openConnection,
+  type WireRaftlockError,
+} from './connection.ts';
+import { ConnectionPool } from './pool.ts';
 
 export const SessionLockScope = {
   UNLOCK_ON_SESSION_LOSS: 'UNLOCK_ON_SESSION_LOSS',
@@ -57,7 +64,17 @@ export interface ConnectOptions {
    * `ca.pem` of a cluster started with `raftlock cluster up --tls`. Default: the system's CAs.
    */
   readonly ca?: string | Buffer | readonly (string | Buffer)[];
+  /**
+   * Shared connections: the sessions of one process that pass the same pool share one WebSocket per
+   * server (the server must support them, or connecting fails with PROTOCOL_ERROR). Each session is still
+   * a connection of its own for lock scopes, and losing the shared socket is a connection loss for every
+   * session on it. Default: a WebSocket of its own.
+   */
+  readonly pool?: ConnectionPool;
 }
+
+/** ConnectOptions with every default filled in; `pool` stays optional. */
+type FullConnectOptions = Required<Omit<ConnectOptions, 'pool'>> & Pick<ConnectOptions, 'pool'>;
 
 export interface LockOptions {
   /** Aborting it withdraws the wait (S14); the call rejects with ABORTED. */
@@ -243,7 +260,7 @@ export class Session extends EventEmitter<SessionEvents> {
   private state: SessionState = 'connected';
   /** close() was called: the locks it releases are not reported as lost. */
   private closing = false;
-  private ws: WebSocket;
+  private ws: FrameSocket;
   private url: string;
   private welcome: WelcomeFrame;
   private nextId = 1;
@@ -268,12 +285,12 @@ export class Session extends EventEmitter<SessionEvents> {
   private pinger: NodeJS.Timeout | null = null;
   private expiryTimer: NodeJS.Timeout | null = null;
   private hint: string | null = null;
-  private readonly options: Required<ConnectOptions>;
+  private readonly options: FullConnectOptions;
 
   /** @internal */
   constructor(
-    options: Required<ConnectOptions>,
-    opened: { ws: WebSocket; welcome: WelcomeFrame; url: string; sentAtMs: number },
+    options: FullConnectOptions,
+    opened: { ws: FrameSocket; welcome: WelcomeFrame; url: string; sentAtMs: number },
   ) {
     super();
     this.options = options;
@@ -779,6 +796,7 @@ export class Session extends EventEmitter<SessionEvents> {
             },
             this.options.connectTimeoutMs,
             this.options.ca,
+            this.options.pool,
           );
           if (this.state !== 'reconnecting') {
             opened.ws.close();
@@ -893,7 +911,11 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     if (value !== undefined && !(Number.isFinite(value) && value >= 0))
       throw new InvalidArgumentError(`${key} must be a non-negative number`);
   }
-  const full: Required<ConnectOptions> = {
+  const pool = options.pool;
+  if (pool !== undefined && !(pool instanceof ConnectionPool))
+    throw new InvalidArgumentError('pool must be a ConnectionPool');
+  if (pool?.closed) throw new SessionClosedError('the connection pool is closed');
+  const full: FullConnectOptions = {
     reconnectionWindowMs: 30_000,
     connectTimeoutMs: 2_000,
     connectDeadlineMs: 10_000,
@@ -923,12 +945,14 @@ export async function connect(options: ConnectOptions): Promise<Session> {
           },
           full.connectTimeoutMs,
           full.ca,
+          full.pool,
         );
         return new Session(full, { ...opened, sentAtMs });
       } catch (error) {
         const wire = error as WireRaftlockError;
         lastError = wire;
         if (
+          pool?.closed ||
           wire.code === 'AUTHENTICATION_FAILED' ||
           wire.code === 'INVALID_ARGUMENT' ||
           wire.code === 'PROTOCOL_ERROR'

@@ -6,7 +6,7 @@
 import type { Duplex } from 'node:stream';
 import { type RawData, WebSocket } from 'ws';
 import { assert } from '../assert.ts';
-import { MuxKind, MuxOutbox, muxLimits, readMuxClose, readMuxMessage } from '../mux.ts';
+import { MuxKind, MuxOutbox, muxLimits, readMuxClose, readMuxMessage, toClient, toNode } from '../mux.ts';
 import { ClientCloseCode } from '../protocol.ts';
 
 export interface ClientLink {
@@ -114,6 +114,11 @@ class ChannelLink implements ClientLink {
 
   send(frame: Uint8Array): void {
     if (!this.open) return;
+    if (!this.socket.fits(frame)) {
+      // On a socket of its own the client would close it (1009); here only this channel goes.
+      this.close(ClientCloseCode.overloaded, `a frame of ${frame.length} bytes is too large`);
+      return;
+    }
     this.socket.queueFrame(this.channel, frame);
   }
 
@@ -130,7 +135,7 @@ class ChannelLink implements ClientLink {
  */
 export class SharedSocket implements TickFlush {
   private readonly channels = new Map<number, ChannelLink>();
-  private readonly outbox = new MuxOutbox();
+  private readonly outbox = new MuxOutbox(toClient);
   private highestChannel = 0;
   private ended = false;
   private idleTimer: NodeJS.Timeout | null = null;
@@ -154,6 +159,10 @@ export class SharedSocket implements TickFlush {
 
   get channelCount(): number {
     return this.channels.size;
+  }
+
+  fits(frame: Uint8Array): boolean {
+    return this.outbox.fits(frame);
   }
 
   queueFrame(channel: number, frame: Uint8Array): void {
@@ -195,7 +204,7 @@ export class SharedSocket implements TickFlush {
       this.terminate(ClientCloseCode.protocolError, 'messages must be binary');
       return;
     }
-    const problem = readMuxMessage(data, (channel, kind, payload) => {
+    const problem = readMuxMessage(data, toNode, (channel, kind, payload) => {
       if (this.ended) return;
       if (kind === MuxKind.frame) this.onChannelFrame(channel, payload as Buffer);
       else this.onChannelClose(channel, readMuxClose(payload).code);

@@ -27,7 +27,7 @@ import {
 import { reconnectionWindowMsMax } from '../limits.ts';
 import type { Command, Effect, Entry, Result, WaitEndReason } from '../locks/index.ts';
 import { coversPrefix, type Grants } from '../locks/permissions.ts';
-import { muxLimits, muxProtocol } from '../mux.ts';
+import { muxProtocol, toNode } from '../mux.ts';
 import {
   ClientCloseCode,
   clientProtocolVersion,
@@ -162,7 +162,7 @@ export class Gateway {
     this.sharedWss = new WebSocketServer({
       noServer: true,
       perMessageDeflate: false,
-      maxPayload: muxLimits.messageBytesMax,
+      maxPayload: toNode.messageBytesMax,
       handleProtocols: (protocols) => (protocols.has(muxProtocol) ? muxProtocol : false),
     });
     this.http.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) =>

@@ -5,8 +5,18 @@
 import { Packr, Unpackr } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { MuxKind, MuxOutbox, muxProtocol, readMuxClose, readMuxMessage } from '../../src/mux.ts';
+import { ConnectionPool, connect, type Session, SessionLockScope } from '../../src/client/index.ts';
+import {
+  MuxKind,
+  MuxOutbox,
+  muxProtocol,
+  readMuxClose,
+  readMuxMessage,
+  toClient,
+  toNode,
+} from '../../src/mux.ts';
 import { ClientCloseCode, clientProtocolVersion } from '../../src/protocol.ts';
+import { TcpProxy } from '../client/proxy.ts';
 import { type LiveCluster, startLiveCluster } from '../security/live.ts';
 
 const packr = new Packr({ useRecords: false });
@@ -29,7 +39,7 @@ class RawShared {
   private constructor(readonly ws: WebSocket) {
     ws.on('message', (data: Buffer) => {
       const records: Received[] = [];
-      const problem = readMuxMessage(data, (channel, kind, payload) => {
+      const problem = readMuxMessage(data, toClient, (channel, kind, payload) => {
         if (kind === MuxKind.frame) records.push({ channel, frame: unpackr.unpack(payload) as Frame });
         else records.push({ channel, close: readMuxClose(payload) });
       });
@@ -53,7 +63,7 @@ class RawShared {
 
   /** Sends records as one message. */
   send(records: readonly ({ channel: number; frame: Frame } | { channel: number; close: number })[]): void {
-    const outbox = new MuxOutbox();
+    const outbox = new MuxOutbox(toNode);
     for (const record of records) {
       if ('frame' in record) outbox.pushFrame(record.channel, packr.pack(record.frame));
       else outbox.pushClose(record.channel, record.close, 'bye');
@@ -247,4 +257,47 @@ describe('shared connections', () => {
       expect(raw.closeCode).toBe(ClientCloseCode.protocolError);
     }
   }, 30_000);
+
+  it("C6: sessions of one pool share one socket; its loss is every session's connection loss (S5), and each resumes on a new shared socket", async () => {
+    const proxy = await TcpProxy.start(cluster.urls[0]!);
+    const pool = new ConnectionPool();
+    const sessions: Session[] = [];
+    try {
+      const options = { servers: [proxy.url], principal: 'control', password: 'password', pool };
+      sessions.push(await connect(options), await connect(options), await connect(options));
+      expect(pool.socketCount).toBe(1);
+      expect(pool.channelCount).toBe(3);
+      const [s1, s2, s3] = sessions as [Session, Session, Session];
+      expect(new Set(sessions.map((s) => s.sessionId)).size).toBe(3);
+      const kept = await s1.lock('pool/kept');
+      const scoped = await s2.lock('pool/scoped', SessionLockScope.UNLOCK_ON_CONNECTION_LOSS);
+      const table = cluster.servers[0]!.node.lockTable;
+      expect(table.getLock('pool/scoped')?.owner).toBe(s2.sessionId);
+      const lost = new Promise((resolve) => s2.once('lockLost', resolve));
+      proxy.cut();
+      await lost;
+      expect(scoped.isOwned()).toBe(false);
+      // Every session comes back on one new shared socket, within its window.
+      await Promise.all(sessions.map((s) => new Promise((resolve) => s.once('reconnected', resolve))));
+      expect(pool.socketCount).toBe(1);
+      expect(pool.channelCount).toBe(3);
+      // S5: the connection-scoped lock went with the connection; the session-scoped one stayed.
+      expect(table.getLock('pool/kept')?.owner).toBe(s1.sessionId);
+      await cluster.servers[0]!.node.readBarrier();
+      expect(table.getLock('pool/scoped')).toBeNull();
+      expect(kept.isOwned()).toBe(true);
+      const again = await s3.lock('pool/scoped');
+      expect(again.isOwned()).toBe(true);
+      await again.unlock();
+      await kept.unlock();
+      for (const session of sessions) await session.close();
+      expect(pool.channelCount).toBe(0);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(pool.socketCount).toBe(0);
+    } finally {
+      for (const session of sessions) await session.close().catch(() => undefined);
+      await pool.close();
+      await proxy.stop();
+    }
+  }, 60_000);
 });
