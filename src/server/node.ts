@@ -1164,29 +1164,23 @@ export class RaftlockNode {
       const ready = this.core.ready();
       if (ready.softState !== null) this.onSoftState(ready.softState);
       if (ready.messagesEarly.length > 0) this.transport.send(ready.messagesEarly);
-      // Committed entries are durable here already (the core hands out only entries at or below what earlier
-      // Readys made durable), so they are applied and answered now, while this Ready's new entries go to
-      // disk — not one fsync later. A Ready with a snapshot has none: they would follow the restore.
-      if (ready.snapshot === null) this.applyCommitted(ready);
-      if (this.commitWanted) {
-        // Another node waits for what just committed (see noteWaiters): tell the followers now.
-        this.commitWanted = false;
-        this.core.broadcastCommit();
-        const early = this.core.takeEarlyMessages();
-        if (early.length > 0) this.transport.send(early);
-      }
-      if (ready.snapshot === null && ready.entries.length === 0 && ready.hardState === null) {
+      const nothingToWrite =
+        ready.snapshot === null && ready.entries.length === 0 && ready.hardState === null;
+      // Only the commit index moved and the disk is idle: recorded, nothing to wait for (step 2 done).
+      if (nothingToWrite || this.storage.persistWithoutWaiting(ready)) {
+        this.applyAndTell(ready);
         this.finishReady(ready);
         continue;
       }
-      if (this.storage.persistWithoutWaiting(ready)) {
-        // Only the commit index moved and the disk is idle: recorded, nothing to wait for (step 2 done).
-        this.finishReady(ready);
-        continue;
-      }
+      // The new entries' write starts first; committed entries are durable here already (the core hands
+      // out only entries at or below what earlier Readys made durable), so they are applied and answered
+      // while it is on disk — not one fsync later. On a follower that is the difference between applying
+      // the last round's commands before or while this round's entries are written, on the way to the ack.
       this.persisting = true;
       const persistStartMs = performance.now();
-      this.storage.persist(ready).then(
+      const written = this.storage.persist(ready);
+      this.applyAndTell(ready);
+      written.then(
         () =>
           this.guard(() => {
             this.persisting = false;
@@ -1202,6 +1196,18 @@ export class RaftlockNode {
       return;
     }
     this.notifyIdle();
+  }
+
+  /** Applies a Ready's committed entries (none with a snapshot: they follow the restore); see noteWaiters. */
+  private applyAndTell(ready: Ready): void {
+    if (ready.snapshot === null) this.applyCommitted(ready);
+    if (this.commitWanted) {
+      // Another node waits for what just committed (see noteWaiters): tell the followers now.
+      this.commitWanted = false;
+      this.core.broadcastCommit();
+      const early = this.core.takeEarlyMessages();
+      if (early.length > 0) this.transport.send(early);
+    }
   }
 
   /**

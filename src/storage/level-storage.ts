@@ -404,7 +404,8 @@ export class LevelStorage {
       this.counters.commitOnlyWritten += 1;
       if (this.deferHardState(request.hardState!)) return Promise.resolve();
     }
-    return this.enqueue(ops, sync);
+    // The write starts before this returns: the node applies committed entries while it is on disk.
+    return this.enqueue(ops, sync, true);
   }
 
   /**
@@ -669,7 +670,7 @@ export class LevelStorage {
    * Queues one call's operations. They always go into a single batch (a call is atomic); calls join the
    * newest waiting batch until it holds `batchBytesMax`.
    */
-  private enqueue(callOps: readonly BatchOp[], sync = true): Promise<void> {
+  private enqueue(callOps: readonly BatchOp[], sync = true, startNow = false): Promise<void> {
     let ops = callOps;
     if (this.lazyHardState !== null) {
       // First in the call, so a hard state the call writes itself (newer) wins within the batch.
@@ -699,8 +700,9 @@ export class LevelStorage {
     const done = new Promise<void>((resolve, reject) => target.waiters.push({ resolve, reject }));
     if (!this.draining) {
       this.draining = true;
-      // A microtask, not a write right now: calls made in the same turn share the first batch too.
-      queueMicrotask(() => void this.drain());
+      // Other calls start their write in a microtask, so that calls made in the same turn share a batch.
+      if (startNow) void this.drain();
+      else queueMicrotask(() => void this.drain());
     }
     return done;
   }

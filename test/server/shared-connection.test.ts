@@ -278,7 +278,9 @@ describe('shared connections', () => {
       await lost;
       expect(scoped.isOwned()).toBe(false);
       // Every session comes back on one new shared socket, within its window.
-      await Promise.all(sessions.map((s) => new Promise((resolve) => s.once('reconnected', resolve))));
+      await Promise.all(
+        sessions.map((s) => new Promise<void>((resolve) => s.once('reconnected', () => resolve()))),
+      );
       expect(pool.socketCount).toBe(1);
       expect(pool.channelCount).toBe(3);
       // S5: the connection-scoped lock went with the connection; the session-scoped one stayed.
