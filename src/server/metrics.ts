@@ -7,7 +7,14 @@
 // scrape of any node shows the cluster's lock traffic. Wait and hold times use the entries' leader
 // timestamps, so every replica measures the same durations. docs/operations.md lists every metric.
 
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import {
+  Counter,
+  collectDefaultMetrics,
+  Gauge,
+  Histogram,
+  type MetricValueWithName,
+  Registry,
+} from 'prom-client';
 import type { Effect, Entry as LockEntry, Result } from '../locks/index.ts';
 import type { NodeStatus } from '../protocol.ts';
 import type { SoftState } from '../raft/index.ts';
@@ -47,19 +54,19 @@ export interface MetricsSources {
 
 export class NodeMetrics implements NodeObserver {
   readonly registry = new Registry();
-  private readonly grants: Counter;
-  private readonly releases: Counter<'reason'>;
-  private readonly waitsEnded: Counter<'reason'>;
-  private readonly sessionsOpened: Counter;
-  private readonly sessionsEnded: Counter<'reason'>;
-  private readonly reconnects: Counter;
-  private readonly entriesApplied: Counter;
-  private readonly commandsApplied: Counter;
+  private readonly grants: Tally;
+  private readonly releases: Tally;
+  private readonly waitsEnded: Tally;
+  private readonly sessionsOpened: Tally;
+  private readonly sessionsEnded: Tally;
+  private readonly reconnects: Tally;
+  private readonly entriesApplied: Tally;
+  private readonly commandsApplied: Tally;
   private readonly elections: Counter;
   private readonly leaderships: Counter;
   private readonly snapshotsInstalled: Counter;
-  private readonly waitSeconds: Histogram;
-  private readonly holdSeconds: Histogram;
+  private readonly waitSeconds: BucketHistogram;
+  private readonly holdSeconds: BucketHistogram;
   private readonly persistSeconds: Histogram;
   /** `${session} ${name}` → entry time (from timeBaseMs) of the first waiting request. */
   private readonly waitingSince = new Map<string, number>();
@@ -158,20 +165,24 @@ export class NodeMetrics implements NodeObserver {
 
     const counter = <L extends string = never>(name: string, help: string, labelNames: L[] = []) =>
       new Counter<L>({ name, help, labelNames, registers });
-    this.grants = counter('raftlock_lock_grants_total', 'Locks granted');
-    this.releases = counter('raftlock_lock_releases_total', 'Locks released, by reason', ['reason']);
-    this.waitsEnded = counter('raftlock_lock_waits_ended_total', 'Waits ended without a grant, by reason', [
+    // Counted on every apply: tallies, handed to prom-client when scraped.
+    const tally = (name: string, help: string, label?: string) => new Tally(this.registry, name, help, label);
+    this.grants = tally('raftlock_lock_grants_total', 'Locks granted');
+    this.releases = tally('raftlock_lock_releases_total', 'Locks released, by reason', 'reason');
+    this.waitsEnded = tally(
+      'raftlock_lock_waits_ended_total',
+      'Waits ended without a grant, by reason',
       'reason',
-    ]);
-    this.sessionsOpened = counter('raftlock_sessions_opened_total', 'Sessions opened');
-    this.sessionsEnded = counter(
+    );
+    this.sessionsOpened = tally('raftlock_sessions_opened_total', 'Sessions opened');
+    this.sessionsEnded = tally(
       'raftlock_sessions_ended_total',
       'Sessions ended, by reason (closed, expired)',
-      ['reason'],
+      'reason',
     );
-    this.reconnects = counter('raftlock_session_reconnects_total', 'Sessions resumed on a new connection');
-    this.entriesApplied = counter('raftlock_raft_entries_applied_total', 'Lock-table entries applied');
-    this.commandsApplied = counter(
+    this.reconnects = tally('raftlock_session_reconnects_total', 'Sessions resumed on a new connection');
+    this.entriesApplied = tally('raftlock_raft_entries_applied_total', 'Lock-table entries applied');
+    this.commandsApplied = tally(
       'raftlock_raft_commands_applied_total',
       'Commands applied (proposals that committed)',
     );
@@ -184,18 +195,18 @@ export class NodeMetrics implements NodeObserver {
       'raftlock_raft_snapshots_installed_total',
       'Snapshots installed from the leader',
     );
-    this.waitSeconds = new Histogram({
-      name: 'raftlock_lock_wait_seconds',
-      help: 'Time from a request starting to wait until its grant',
-      buckets: durationBuckets,
-      registers,
-    });
-    this.holdSeconds = new Histogram({
-      name: 'raftlock_lock_hold_seconds',
-      help: 'Time a lock was held, grant to release',
-      buckets: durationBuckets,
-      registers,
-    });
+    this.waitSeconds = new BucketHistogram(
+      this.registry,
+      'raftlock_lock_wait_seconds',
+      'Time from a request starting to wait until its grant',
+      durationBuckets,
+    );
+    this.holdSeconds = new BucketHistogram(
+      this.registry,
+      'raftlock_lock_hold_seconds',
+      'Time a lock was held, grant to release',
+      durationBuckets,
+    );
     this.persistSeconds = new Histogram({
       name: 'raftlock_raft_persist_seconds',
       help: 'Time to make one Ready durable (entries and hard state, one group-committed fsync)',
@@ -206,13 +217,13 @@ export class NodeMetrics implements NodeObserver {
 
   /** Follows one applied entry (NodeListener.onApplied). */
   onApplied(_index: number, entry: LockEntry, results: readonly Result[], effects: readonly Effect[]): void {
-    this.entriesApplied.inc();
-    this.commandsApplied.inc(entry.commands.length);
+    this.entriesApplied.add(1);
+    this.commandsApplied.add(entry.commands.length);
     for (let i = 0; i < entry.commands.length; i++) {
       const command = entry.commands[i]!;
       const result = results[i];
-      if (command.type === 'openSession' && result?.kind === 'opened') this.sessionsOpened.inc();
-      if (command.type === 'reconnect' && result?.kind === 'done') this.reconnects.inc();
+      if (command.type === 'openSession' && result?.kind === 'opened') this.sessionsOpened.add(1);
+      if (command.type === 'reconnect' && result?.kind === 'done') this.reconnects.add(1);
     }
     // Times are kept relative to the first entry seen: small integers, which V8 stores in the maps
     // unboxed — at 1,000,000 held locks that is 16 MB of heap numbers less.
@@ -221,7 +232,7 @@ export class NodeMetrics implements NodeObserver {
     for (const effect of effects) {
       switch (effect.kind) {
         case 'granted': {
-          this.grants.inc();
+          this.grants.add(1);
           const waitKey = `${effect.session} ${effect.name}`;
           const since = this.waitingSince.get(waitKey);
           if (since !== undefined) {
@@ -234,7 +245,7 @@ export class NodeMetrics implements NodeObserver {
           break;
         }
         case 'released': {
-          this.releases.inc({ reason: effect.reason });
+          this.releases.addFor(effect.reason);
           const since = this.heldSince.get(effect.name);
           if (since !== undefined) {
             this.heldSince.delete(effect.name);
@@ -248,11 +259,11 @@ export class NodeMetrics implements NodeObserver {
           break;
         }
         case 'waitEnded':
-          this.waitsEnded.inc({ reason: effect.reason });
+          this.waitsEnded.addFor(effect.reason);
           this.waitingSince.delete(`${effect.session} ${effect.name}`);
           break;
         case 'sessionEnded':
-          this.sessionsEnded.inc({ reason: effect.reason });
+          this.sessionsEnded.addFor(effect.reason);
           break;
         default:
           break;
@@ -300,4 +311,108 @@ function remember(map: Map<string, number>, key: string, value: number): void {
     if (!oldest.done) map.delete(oldest.value);
   }
   map.set(key, value);
+}
+
+/**
+ * A counter that every apply adds to: a plain number (per label value) until a scrape hands it to its
+ * prom-client Counter. prom-client's own `inc` hashes the labels and allocates on every call — a few
+ * percent of a W2 node's time when it ran for every grant and release.
+ */
+export class Tally {
+  private pending = 0;
+  private readonly pendingFor = new Map<string, number>();
+
+  constructor(
+    registry: Registry,
+    name: string,
+    help: string,
+    private readonly label?: string,
+  ) {
+    const tally = this;
+    new Counter({
+      name,
+      help,
+      labelNames: label === undefined ? [] : [label],
+      registers: [registry],
+      collect() {
+        tally.flush(this);
+      },
+    });
+  }
+
+  add(count: number): void {
+    this.pending += count;
+  }
+
+  addFor(value: string): void {
+    this.pendingFor.set(value, (this.pendingFor.get(value) ?? 0) + 1);
+  }
+
+  private flush(counter: Counter<string>): void {
+    if (this.pending > 0) counter.inc(this.pending);
+    this.pending = 0;
+    if (this.label === undefined) return;
+    for (const [value, count] of this.pendingFor) counter.inc({ [this.label]: value }, count);
+    this.pendingFor.clear();
+  }
+}
+
+/**
+ * A histogram without labels whose `observe` is a bucket search and two adds, exported in prom-client's
+ * histogram format (cumulative `_bucket{le}`, `_sum`, `_count`). prom-client's own builds a closure and
+ * hashes labels on every observation.
+ */
+export class BucketHistogram {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  private readonly counts: Float64Array;
+  private sum = 0;
+  private count = 0;
+
+  constructor(
+    registry: Registry,
+    readonly name: string,
+    readonly help: string,
+    private readonly bounds: readonly number[],
+  ) {
+    this.counts = new Float64Array(bounds.length + 1);
+    registry.registerMetric(this as unknown as Parameters<Registry['registerMetric']>[0]);
+  }
+
+  observe(value: number): void {
+    let i = 0;
+    while (i < this.bounds.length && value > (this.bounds[i] as number)) i++;
+    (this.counts as Float64Array)[i]! += 1;
+    this.sum += value;
+    this.count += 1;
+  }
+
+  /** What prom-client's registry reads on a scrape (the shape its own metrics' `get()` returns). */
+  get(): {
+    name: string;
+    help: string;
+    type: string;
+    aggregator: string;
+    values: MetricValueWithName<string>[];
+  } {
+    const values: MetricValueWithName<string>[] = [];
+    let cumulative = 0;
+    for (let i = 0; i <= this.bounds.length; i++) {
+      cumulative += this.counts[i] as number;
+      values.push({
+        metricName: `${this.name}_bucket`,
+        labels: { le: i < this.bounds.length ? (this.bounds[i] as number) : '+Inf' },
+        value: cumulative,
+      });
+    }
+    values.push({ metricName: `${this.name}_sum`, labels: {}, value: this.sum });
+    values.push({ metricName: `${this.name}_count`, labels: {}, value: this.count });
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  reset(): void {
+    this.counts.fill(0);
+    this.sum = 0;
+    this.count = 0;
+  }
 }
