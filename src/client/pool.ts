@@ -180,6 +180,8 @@ class SharedSocket {
   /** The server's response did not select the subprotocol. */
   private refused = false;
   private lastHeardMs = now();
+  /** A message came on this socket (the first one tells a node without shared connections apart). */
+  private heardMessage = false;
   private probeTimer: NodeJS.Timeout | null = null;
   /** Resolves once the WebSocket has closed. */
   readonly gone: Promise<void>;
@@ -342,9 +344,12 @@ class SharedSocket {
   private onMessage(data: WebSocket.RawData, isBinary: boolean): void {
     if (this.isEnded) return;
     this.heard();
+    const bytes = toBuffer(data);
+    const first = !this.heardMessage;
+    this.heardMessage = true;
     const problem = !isBinary
       ? 'a text message'
-      : readMuxMessage(toBuffer(data), toClient, (number, kind, payload) => {
+      : readMuxMessage(bytes, toClient, (number, kind, payload) => {
           if (this.isEnded) return;
           const channel = this.byNumber.get(number);
           if (channel === undefined) return; // closed, or never opened: stale
@@ -359,9 +364,21 @@ class SharedSocket {
           }
         });
     if (problem === null) return;
-    const error = new ProtocolError(`${this.url}: shared connection: ${problem}`);
+    // A node from before shared connections accepts the subprotocol (ws picks the first one offered) and
+    // answers with plain frames: a msgpack map where a record's channel number should be.
+    const plainFrame = first && isBinary && isMsgpackMapStart(bytes[0]);
+    const error = new ProtocolError(
+      plainFrame
+        ? `${this.url}: the server answered with a plain frame: it does not support shared connections (${problem})`
+        : `${this.url}: shared connection: ${problem}`,
+    );
     this.end(protocolErrorCode, Buffer.from(error.message.slice(0, 100)), error, 'terminate');
   }
+}
+
+/** The first byte of a msgpack map (fixmap, map 16, map 32): how every plain frame starts. */
+function isMsgpackMapStart(byte: number | undefined): boolean {
+  return byte !== undefined && ((byte >= 0x80 && byte <= 0x8f) || byte === 0xde || byte === 0xdf);
 }
 
 function toBuffer(data: WebSocket.RawData): Buffer {

@@ -113,7 +113,7 @@ export class NodeMetrics implements NodeObserver {
     level('raftlock_sessions_open', 'Sessions the lock table holds', () => status().sessions);
     level(
       'raftlock_client_connections',
-      'Client WebSocket connections on this node',
+      'Client connections on this node (each channel of a shared WebSocket counts one)',
       () => status().clientConnections,
     );
     level(

@@ -353,6 +353,26 @@ describe('ConnectionPool', () => {
     ).rejects.toMatchObject({ code: 'PROTOCOL_ERROR' });
   });
 
+  it('a node from before shared connections (it takes the subprotocol, answers plain frames) fails PROTOCOL_ERROR saying so', async () => {
+    // ws picks the first offered subprotocol unless told otherwise: such a node says yes, then speaks v1.
+    const old = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await new Promise<void>((resolve) => old.once('listening', () => resolve()));
+    old.on('connection', (ws) =>
+      ws.on('message', () => ws.send(encode({ t: 'error', code: 'NOT_LEADER', message: 'v1' } as never))),
+    );
+    const pool = new ConnectionPool();
+    try {
+      const url = `ws://127.0.0.1:${(old.address() as { port: number }).port}`;
+      const refused = openConnection(url, { principal: 'p', password: 'x' }, 2_000, undefined, pool);
+      await expect(refused).rejects.toBeInstanceOf(ProtocolError);
+      await expect(refused).rejects.toThrow(/plain frame: it does not support shared connections/);
+      expect(pool.socketCount).toBe(0);
+    } finally {
+      await pool.close();
+      await new Promise((resolve) => old.close(resolve));
+    }
+  });
+
   it('pool.close() closes every socket (1000) and its channels; later channels fail SESSION_CLOSED', async () => {
     const { server, pool } = await setup();
     const { list, socket } = await channels(pool, server, 2);
