@@ -170,7 +170,9 @@ black-hole a directed link; \`tc netem\` is not available in this environment.
 Workers (\`scripts/chaos/workload.ts\`), one session each, loop: \`lock(name, scope, {timeoutMs: 4000})\` on
 one of a few hot names with a random scope, three guarded writes (\`isOwned()\` then a write to a resource
 fenced by the sequence, in one synchronous step), then \`unlock()\`. A worker whose session ends opens a
-new one. Every call is recorded (\`scripts/chaos/history.ts\`) as invoke / ok / fail / info (unknown
+new one. Odd-numbered workers' sessions share one WebSocket per node (a \`ConnectionPool\`), so every
+fault also cuts channels of a shared socket: each is a connection of its own, and the socket's loss is
+every such session's connection loss. Every call is recorded (\`scripts/chaos/history.ts\`) as invoke / ok / fail / info (unknown
 outcome) with \`performance.now()\` timestamps of the one process that runs all clients, together with
 each grant's end (\`lock.signal\`) and the last instant its \`isOwned()\` was seen true.
 

@@ -3,7 +3,13 @@
 // docs/client.md recommends: check `isOwned()`, then write to a resource fenced by the grant's sequence,
 // in the same synchronous step — so a write the resource rejects as stale is an S10 violation.
 
-import { connect, type RaftlockError, type Session, type SessionLock } from '../../src/client/index.ts';
+import {
+  ConnectionPool,
+  connect,
+  type RaftlockError,
+  type Session,
+  type SessionLock,
+} from '../../src/client/index.ts';
 import type { HistoryRecorder } from './history.ts';
 
 /** A resource that rejects writes carrying a lower sequence than one it accepted (a fencing token). */
@@ -81,6 +87,12 @@ export class Workload {
   private running = false;
   private loops: Promise<void>[] = [];
   private readonly sessions = new Map<number, Session>();
+  /**
+   * Odd-numbered workers' sessions share WebSockets (one per node, docs/protocol.md "Shared
+   * connections"), so every fault also hits sessions whose connection is a channel: a cut socket is the
+   * connection loss of every session on it.
+   */
+  private readonly pool = new ConnectionPool();
 
   constructor(private readonly options: WorkloadOptions) {}
 
@@ -125,6 +137,7 @@ export class Workload {
         }
       }),
     );
+    await this.pool.close();
   }
 
   /** Grants whose `isOwned()` is true at this instant (and so may not be granted to anyone else, S10). */
@@ -148,6 +161,7 @@ export class Workload {
         password: 'password',
         reconnectionWindowMs: this.options.reconnectionWindowMs,
         connectDeadlineMs: 5_000,
+        ...(worker % 2 === 1 ? { pool: this.pool } : {}),
       });
       session.on('closed', (error) => {
         if (error.code === 'SESSION_CLOSED' && this.running) this.stats.sessionsClosedByCluster++;
