@@ -1,6 +1,7 @@
 // The shared-connection record format (src/mux.ts): what the outbox writes reads back record for record,
 // and every way a message can be malformed is named before any record is handed out (C7).
 
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   isCloseCode,
@@ -131,5 +132,101 @@ describe('shared-connection records', () => {
     expect([0, 999, 1002, 1005, 1006, 3000, 3999, 5000].some(isCloseCode)).toBe(false);
     expect(() => new MuxOutbox(toClient).pushClose(1, 1006, '')).toThrow();
     expect(() => new MuxOutbox(toClient).pushFrame(0, Uint8Array.of(1))).toThrow();
+  });
+
+  it('C7 (property): any bytes either read back into records that re-encode to the same bytes, or are refused; nothing throws', () => {
+    // Bytes biased toward record-shaped input: headers with small lengths and known kinds, then noise.
+    const record = fc
+      .tuple(
+        fc.integer({ min: 0, max: 5 }),
+        fc.constantFrom(1, 2, 3),
+        fc.uint8Array({ minLength: 0, maxLength: 12 }),
+        fc.integer({ min: -2, max: 2 }),
+      )
+      .map(([channel, kind, payload, skew]) => [
+        ...header(channel, kind, Math.max(0, payload.length + skew)),
+        ...payload,
+      ]);
+    const message = fc.oneof(
+      fc.uint8Array({ maxLength: 64 }).map((bytes) => [...bytes]),
+      fc.array(record, { minLength: 1, maxLength: 5 }).map((records) => records.flat()),
+    );
+    fc.assert(
+      fc.property(message, (bytes) => {
+        const input = Uint8Array.from(bytes);
+        const seen: { channel: number; kind: number; payload: Uint8Array }[] = [];
+        const problem = readMuxMessage(input, toNode, (channel, kind, payload) =>
+          seen.push({ channel, kind, payload }),
+        );
+        if (problem !== null) {
+          expect(typeof problem).toBe('string');
+          expect(seen).toEqual([]);
+          return;
+        }
+        const outbox = new MuxOutbox(toNode);
+        for (const { channel, kind, payload } of seen) {
+          if (kind === MuxKind.frame) outbox.pushFrame(channel, payload);
+          else {
+            const close = readMuxClose(payload);
+            outbox.pushClose(channel, close.code, close.reason);
+          }
+        }
+        const out = outbox.take();
+        expect(out).toHaveLength(1);
+        expect([...out[0]!]).toEqual(bytes);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('C7 (property): whatever an outbox is given reads back record for record, in order, however it is split', () => {
+    const push = fc.oneof(
+      fc
+        .tuple(fc.integer({ min: 1, max: 0xffffffff }), fc.integer({ min: 1, max: 300_000 }))
+        .map(([channel, size]) => ({ channel, frame: new Uint8Array(size).fill(size & 0xff) })),
+      fc
+        .tuple(
+          fc.integer({ min: 1, max: 0xffffffff }),
+          fc.constantFrom(1000, 1001, 4000, 4006, 4999),
+          fc.string({ maxLength: 80 }),
+        )
+        .map(([channel, code, reason]) => ({ channel, code, reason })),
+    );
+    fc.assert(
+      fc.property(fc.array(push, { minLength: 1, maxLength: 12 }), (pushes) => {
+        const outbox = new MuxOutbox(toClient);
+        for (const p of pushes) {
+          if ('frame' in p) outbox.pushFrame(p.channel, p.frame);
+          else outbox.pushClose(p.channel, p.code, p.reason);
+        }
+        const read: string[] = [];
+        for (const message of outbox.take()) {
+          const problem = readMuxMessage(message, toClient, (channel, kind, payload) =>
+            read.push(
+              kind === MuxKind.frame
+                ? `${channel} frame ${payload.length} ${payload[0]}`
+                : `${channel} close ${JSON.stringify(readMuxClose(payload))}`,
+            ),
+          );
+          expect(problem).toBeNull();
+        }
+        const truncate = (reason: string) => {
+          let bytes = Buffer.from(reason);
+          if (bytes.length <= muxLimits.closeReasonBytesMax) return reason;
+          let end = muxLimits.closeReasonBytesMax;
+          while (end > 0 && ((bytes[end] as number) & 0xc0) === 0x80) end--;
+          bytes = bytes.subarray(0, end);
+          return bytes.toString('utf8');
+        };
+        expect(read).toEqual(
+          pushes.map((p) =>
+            'frame' in p
+              ? `${p.channel} frame ${p.frame.length} ${p.frame[0]}`
+              : `${p.channel} close ${JSON.stringify({ code: p.code, reason: truncate(p.reason) })}`,
+          ),
+        );
+      }),
+      { numRuns: 300 },
+    );
   });
 });

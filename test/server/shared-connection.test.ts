@@ -302,4 +302,52 @@ describe('shared connections', () => {
       await proxy.stop();
     }
   }, 60_000);
+
+  it('C7: mutated shared-socket messages never crash the node or move a lock; each socket is answered or closed', async () => {
+    const table = cluster.servers[0]!.node.lockTable;
+    const owner = await connect({ servers: cluster.urls, principal: 'control', password: 'password' });
+    try {
+      const held = await owner.lock('fuzz/held');
+      const before = JSON.stringify(table.getLock('fuzz/held'));
+      let seed = 0x5eed;
+      const random = () => {
+        seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+        return seed / 0x80000000;
+      };
+      const valid = new MuxOutbox(toNode);
+      valid.pushFrame(1, packr.pack(hello));
+      valid.pushFrame(1, packr.pack({ t: 'req', id: 1, op: 'unlock', requestNo: 1, name: 'fuzz/held' }));
+      valid.pushClose(2, 1000, 'bye');
+      const template = valid.take()[0]!;
+      let closed = 0;
+      let answered = 0;
+      for (let run = 0; run < 25; run++) {
+        const raw = await RawShared.open(cluster.urls[0]!);
+        const bytes = Buffer.from(template);
+        for (let k = 1 + Math.floor(random() * 4); k > 0; k--) {
+          const at = Math.floor(random() * bytes.length);
+          bytes[at] = (bytes[at] as number) ^ (1 << Math.floor(random() * 8));
+        }
+        const cut = random() < 0.3 ? bytes.subarray(0, 1 + Math.floor(random() * (bytes.length - 1))) : bytes;
+        raw.ws.send(cut);
+        // Whatever the node made of it, a fresh channel is welcomed — unless it closed the socket.
+        raw.send([{ channel: 1000, frame: hello }]);
+        await raw.until(
+          'the welcome or the close',
+          () => raw.closeCode !== null || raw.records.some((r) => r.channel === 1000),
+        );
+        if (raw.closeCode !== null) closed++;
+        else answered++;
+        raw.ws.terminate();
+      }
+      expect(closed).toBeGreaterThan(4);
+      expect(answered).toBeGreaterThan(0);
+      expect(cluster.fatal).toEqual([]);
+      expect(JSON.stringify(table.getLock('fuzz/held'))).toBe(before);
+      expect(held.isOwned()).toBe(true);
+      await held.unlock();
+    } finally {
+      await owner.close();
+    }
+  }, 60_000);
 });
