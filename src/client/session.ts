@@ -284,6 +284,8 @@ export class Session extends EventEmitter<SessionEvents> {
   private disconnectedAtMs = 0;
   private pinger: NodeJS.Timeout | null = null;
   private expiryTimer: NodeJS.Timeout | null = null;
+  /** When `expiryTimer` is due (performance.now() clock). */
+  private expiryAtMs = 0;
   private hint: string | null = null;
   private readonly options: FullConnectOptions;
 
@@ -728,20 +730,23 @@ export class Session extends EventEmitter<SessionEvents> {
 
   /** Fires lock.signal and `lockLost` when the S10 deadline passes, not only when isOwned() is asked. */
   private scheduleExpiry(): void {
+    let earliestMs = Number.POSITIVE_INFINITY;
+    if (this.state !== 'closed')
+      for (const lock of this.locks.values()) earliestMs = Math.min(earliestMs, lock.safeUntil());
+    // A timer due no later than the earliest deadline stays: firing early only checks and re-arms. So a
+    // grant or unlock, whose deadlines are those of the session's last confirmation, rarely re-arms it.
+    if (this.expiryTimer !== null && this.expiryAtMs <= earliestMs && earliestMs !== Number.POSITIVE_INFINITY)
+      return;
     if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
     this.expiryTimer = null;
-    if (this.state === 'closed') return;
-    let earliestMs = Number.POSITIVE_INFINITY;
-    for (const lock of this.locks.values()) earliestMs = Math.min(earliestMs, lock.safeUntil());
     if (earliestMs === Number.POSITIVE_INFINITY) return;
-    this.expiryTimer = setTimeout(
-      () => {
-        this.expiryTimer = null;
-        for (const lock of [...this.locks.values()]) lock.isOwned();
-        this.scheduleExpiry();
-      },
-      Math.max(1, Math.ceil(earliestMs - now())),
-    );
+    const delayMs = Math.max(1, Math.ceil(earliestMs - now()));
+    this.expiryAtMs = now() + delayMs;
+    this.expiryTimer = setTimeout(() => {
+      this.expiryTimer = null;
+      for (const lock of [...this.locks.values()]) lock.isOwned();
+      this.scheduleExpiry();
+    }, delayMs);
     this.expiryTimer.unref();
   }
 
