@@ -89,8 +89,8 @@ export interface ChannelHandler {
 export interface SharedSocketOptions {
   /** A client opened a channel: its handler, or null when refused (the opener closed `link` already). */
   readonly open: (link: ClientLink) => ChannelHandler | null;
-  /** The socket broke the shared-connection format or limits, or was idle; it is being closed. */
-  readonly refused: (reason: string) => void;
+  /** The node is closing the socket — format or limits broken, no channel for `idleMs`, shutting down — for the log. */
+  readonly terminating: (reason: string) => void;
   /** Socket without channels closes after this (C7: no idle unauthenticated sockets). */
   readonly idleMs: number;
 }
@@ -188,7 +188,7 @@ export class SharedSocket implements TickFlush {
   /** Ends the socket and every channel on it; the channels' handlers hear of it as a lost connection. */
   terminate(code: number, reason: string): void {
     if (this.ended) return;
-    this.options.refused(reason);
+    this.options.terminating(reason);
     const ws = this.ws;
     if (ws.readyState === WebSocket.OPEN) {
       this.flush();

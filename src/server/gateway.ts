@@ -349,7 +349,7 @@ export class Gateway {
     const { remote, remoteHost } = remoteOf(request);
     const shared = new SharedSocket(ws, {
       idleMs: serverLimits.helloTimeoutMs,
-      refused: (reason) =>
+      terminating: (reason) =>
         this.log.info(
           { event: 'client_shared_socket_closed', remote, reason },
           'shared client socket closed',
