@@ -33,9 +33,14 @@ export function encode(frame: ClientFrame): Buffer {
   return packr.pack(frame);
 }
 
+/** One Buffer of what `ws` hands a 'message' listener (a Buffer unless fragments or an ArrayBuffer). */
+export function toBuffer(data: WebSocket.RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  return Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
+}
+
 export function decode(data: WebSocket.RawData): ServerFrame {
-  const bytes = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
-  const value = unpackr.unpack(bytes) as ServerFrame;
+  const value = unpackr.unpack(toBuffer(data)) as ServerFrame;
   if (typeof value !== 'object' || value === null || typeof (value as { t?: unknown }).t !== 'string')
     throw new ProtocolError('server sent a frame that is not a frame');
   return value;

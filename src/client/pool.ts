@@ -34,7 +34,7 @@ import {
   toClient,
   toNode,
 } from '../mux.ts';
-import { caOption, type FrameSocket, type TrustedCa } from './connection.ts';
+import { caOption, type FrameSocket, type TrustedCa, toBuffer } from './connection.ts';
 
 /** The close record of `terminate()`: not a goodbye, so the server counts it a lost connection. */
 const terminateCode = 4000;
@@ -379,11 +379,6 @@ class SharedSocket {
 /** The first byte of a msgpack map (fixmap, map 16, map 32): how every plain frame starts. */
 function isMsgpackMapStart(byte: number | undefined): boolean {
   return byte !== undefined && ((byte >= 0x80 && byte <= 0x8f) || byte === 0xde || byte === 0xdf);
-}
-
-function toBuffer(data: WebSocket.RawData): Buffer {
-  if (Buffer.isBuffer(data)) return data;
-  return Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
 }
 
 /**

@@ -71,12 +71,15 @@ export class SocketLink implements ClientLink, TickFlush {
   }
 
   close(code: number, reason: string): void {
-    const ws = this.ws;
-    if (ws.readyState !== WebSocket.OPEN && ws.readyState !== WebSocket.CONNECTING) return;
-    ws.close(code, reason.slice(0, muxLimits.closeReasonBytesMax));
-    // A peer that never answers the close frame must not pin the socket.
-    setTimeout(() => ws.terminate(), 1_000).unref();
+    closeWithGrace(this.ws, code, reason);
   }
+}
+
+/** Closes `ws` (if open or opening) with a close frame; a peer that never answers it must not pin the socket. */
+function closeWithGrace(ws: WebSocket, code: number, reason: string): void {
+  if (ws.readyState !== WebSocket.OPEN && ws.readyState !== WebSocket.CONNECTING) return;
+  ws.close(code, reason.slice(0, muxLimits.closeReasonBytesMax));
+  setTimeout(() => ws.terminate(), 1_000).unref();
 }
 
 /** What the gateway does with one channel of a shared socket. */
@@ -189,12 +192,8 @@ export class SharedSocket implements TickFlush {
   terminate(code: number, reason: string): void {
     if (this.ended) return;
     this.options.terminating(reason);
-    const ws = this.ws;
-    if (ws.readyState === WebSocket.OPEN) {
-      this.flush();
-      ws.close(code, reason.slice(0, muxLimits.closeReasonBytesMax));
-      setTimeout(() => ws.terminate(), 1_000).unref();
-    }
+    this.flush();
+    closeWithGrace(this.ws, code, reason);
     this.onEnd(false);
   }
 
