@@ -530,11 +530,18 @@ export class Session extends EventEmitter<SessionEvents> {
       false,
     ).then(
       (result) => {
-        if (!this.lockCalls.has(call.requestNo)) return;
-        if (result.kind === 'granted') {
-          this.onGranted(result.name, result.sequence, result.scope, [call.requestNo], result.held);
-        }
         // `waiting`: the grant comes as a notice naming this request number.
+        if (result.kind !== 'granted') return;
+        // An immediate grant comes only in this answer, unless the cluster had more to say about the lock
+        // in the same step: then a `granted` notice came first and settled the call. An abandoned call's
+        // grant is still ours to track (S14), as a notice would have made it.
+        const requestNo = call.requestNo;
+        if (
+          this.lockCalls.has(requestNo) ||
+          this.cancelling.has(requestNo) ||
+          this.detached.get(call.name)?.includes(requestNo) === true
+        )
+          this.onGranted(result.name, result.sequence, result.scope, [requestNo], result.held);
       },
       (error: RaftlockError) => {
         // A lock call in flight when the connection dropped is re-sent after the reconnect.

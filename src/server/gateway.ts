@@ -25,7 +25,7 @@ import {
   UnavailableError,
 } from '../errors.ts';
 import { reconnectionWindowMsMax } from '../limits.ts';
-import type { Command, Effect, Entry, Result, WaitEndReason } from '../locks/index.ts';
+import type { Command, Effect, Entry, GrantedEffect, Result, WaitEndReason } from '../locks/index.ts';
 import { coversPrefix, type Grants } from '../locks/permissions.ts';
 import { muxProtocol, toNode } from '../mux.ts';
 import {
@@ -76,6 +76,11 @@ class ClientConnection {
   /** The session's permissions as the lock table holds them (null: every permission). */
   grants: Grants | null = null;
   inFlight = 0;
+  /**
+   * `granted` notices of the entry being applied, held back until its answers are out: the answer to the
+   * lock request a grant completes reports the same grant, and then the notice is not sent (see holdGrant).
+   */
+  heldGrants: GrantedEffect[] = [];
   lastHeardMs: number;
   helloTimer: NodeJS.Timeout | null = null;
   /** C7: frames per second this connection may send. */
@@ -119,6 +124,8 @@ export class Gateway {
   private readonly unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
   private readonly connections = new Set<ClientConnection>();
   private readonly bySession = new Map<number, ClientConnection>();
+  /** Connections with granted notices held back during an entry's apply (see holdGrant). */
+  private holding: ClientConnection[] = [];
   private readonly users: UserDirectory;
   private readonly logins = new LoginThrottle({
     baseDelayMs: serverLimits.loginFailureDelayBaseMs,
@@ -171,6 +178,7 @@ export class Gateway {
     this.node.setListener(
       {
         onApplied: (index, entry, results, effects) => this.onApplied(index, entry, results, effects),
+        onAnswered: () => this.releaseHeldGrants(),
         onRoleChanged: () => undefined,
         onTableReplaced: () => this.dropAll(ClientCloseCode.notLeader, 'state replaced by a snapshot'),
       },
@@ -752,6 +760,8 @@ export class Gateway {
       assert(!answered, 'gateway: request answered twice');
       answered = true;
       connection.inFlight--;
+      if (outcome.ok && connection.heldGrants.length > 0)
+        this.answerReplacesGrant(connection, command, outcome.result);
       this.answerOutcome(connection, id, outcome);
     });
   }
@@ -792,6 +802,16 @@ export class Gateway {
     for (const effect of effects) {
       const connection = this.bySession.get(effect.session);
       if (connection === undefined || connection.state !== 'open') continue;
+      if (effect.kind === 'granted' && effect.requestNos.length === 1) {
+        this.holdGrant(connection, effect);
+        continue;
+      }
+      if (effect.kind === 'released' && effect.reason === 'unlock') {
+        // The session's own unlock: its answer reports the release; nothing else the client hears may
+        // overtake a grant held before it.
+        this.sendHeldGrants(connection);
+        continue;
+      }
       const notice = noticeFor(effect);
       if (notice !== null) this.send(connection, notice);
       if (effect.kind === 'sessionEnded') {
@@ -804,7 +824,49 @@ export class Gateway {
 
   // ---------------------------------------------------------------- output
 
+  /**
+   * A grant that completes one lock request waits for the entry's answers. If the answer to that request
+   * goes to this connection (see answerOutcome), it reports the grant and the notice is dropped: one frame
+   * to encode, send and decode instead of two for every immediate grant. Whatever else this connection is
+   * sent first (another notice, another answer) sends the held grants before it, so the client hears
+   * everything in the order the table decided it; `onAnswered` sends those whose answer went elsewhere —
+   * to a connection that closed, or to none, as for a request answered before with its outcome unknown.
+   */
+  private holdGrant(connection: ClientConnection, effect: GrantedEffect): void {
+    if (connection.heldGrants.length === 0) this.holding.push(connection);
+    connection.heldGrants.push(effect);
+  }
+
+  /** The answer `result` to `command` reports a held grant: that grant's notice is not sent. */
+  private answerReplacesGrant(connection: ClientConnection, command: Command, result: Result): void {
+    if (command.type !== 'acquire' || result.kind !== 'granted') return;
+    const held = connection.heldGrants;
+    const at = held.findIndex(
+      (grant) => grant.requestNos[0] === command.requestNo && grant.sequence === result.sequence,
+    );
+    if (at < 0) return;
+    held.splice(at, 1);
+  }
+
+  private sendHeldGrants(connection: ClientConnection): void {
+    const held = connection.heldGrants;
+    if (held.length === 0) return;
+    connection.heldGrants = [];
+    for (const grant of held) this.send(connection, noticeFor(grant)!);
+  }
+
+  private releaseHeldGrants(): void {
+    if (this.holding.length === 0) return;
+    const holding = this.holding;
+    this.holding = [];
+    for (const connection of holding) {
+      if (connection.state === 'open') this.sendHeldGrants(connection);
+      else connection.heldGrants = [];
+    }
+  }
+
   private send(connection: ClientConnection, frame: ServerFrame): void {
+    if (connection.heldGrants.length > 0) this.sendHeldGrants(connection);
     const link = connection.link;
     if (!link.open) return;
     link.send(this.packr.pack(frame));

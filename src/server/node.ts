@@ -117,13 +117,15 @@ export const nodeTimingDefaults: NodeTiming = {
 export interface NodeListener {
   /** An entry applied; `effects` are the lock table's grants, releases and notices, in order. */
   onApplied(index: number, entry: LockEntry, results: readonly Result[], effects: readonly Effect[]): void;
+  /** Every answer to the commands of entry `index` has been given: after `onApplied`, before the next entry. */
+  onAnswered(index: number): void;
   onRoleChanged(soft: SoftState): void;
   /** The table was replaced by a snapshot from the leader. */
   onTableReplaced(): void;
 }
 
 /** Metrics hear what the gateway hears, and how long each Ready took to become durable. */
-export interface NodeObserver extends NodeListener {
+export interface NodeObserver extends Omit<NodeListener, 'onAnswered'> {
   onPersisted(seconds: number): void;
 }
 
@@ -1302,6 +1304,11 @@ export class RaftlockNode {
   }
 
   private applyEntry(entry: Entry): void {
+    this.applyAndAnswer(entry);
+    if (entry.type === EntryType.normal) this.listener?.onAnswered(entry.index);
+  }
+
+  private applyAndAnswer(entry: Entry): void {
     this.appliedHere = { index: entry.index, term: entry.term };
     this.bytesSinceSnapshot += entry.data.byteLength;
     let results: readonly Result[] | null = null;
