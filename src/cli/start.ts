@@ -6,8 +6,10 @@ import { parseArgs } from 'node:util';
 import { InvalidArgumentError } from '../errors.ts';
 import {
   checkNodeConfig,
+  type DiskWrites,
   defaultReconnectionWindowMs,
   defaultUsers,
+  diskWritesModes,
   type MemberConfig,
   type NodeConfig,
   nodeConfigFromClusterFile,
@@ -15,6 +17,7 @@ import {
   parseWsUrl,
   readUsersFile,
 } from '../server/config.ts';
+import { serverLimits } from '../server/limits.ts';
 import { createLogger, type LogFormat, type Logger, type LogLevel } from '../server/log.ts';
 import { checkClientUrl, formatPeerAddress, parsePeerAddress } from '../server/members.ts';
 import { type NodeTiming, nodeTimingDefaults } from '../server/node.ts';
@@ -45,6 +48,8 @@ options:
   --snapshot-every N           entries between snapshots, default ${nodeTimingDefaults.snapshotEveryEntries}
   --snapshot-keep N            entries kept behind a snapshot, default ${nodeTimingDefaults.snapshotKeepEntries}
   --no-fsync                   benchmarks only: gives up durability across kill -9
+  --disk-writes inline|pool    where synced writes run: on the event loop (default; after a write slower
+                               than ${serverLimits.inlineWriteSlowMs} ms, the pool for ${serverLimits.inlineWritePauseMs / 1000} s) or always in libuv's thread pool
   --log-format json|text       default text
   --log-level LEVEL            debug|info|warn|error, default info`;
 
@@ -71,6 +76,7 @@ const options = {
   'snapshot-every': { type: 'string' },
   'snapshot-keep': { type: 'string' },
   'no-fsync': { type: 'boolean' },
+  'disk-writes': { type: 'string' },
   'log-format': { type: 'string' },
   'log-level': { type: 'string' },
   join: { type: 'string' },
@@ -129,6 +135,9 @@ export function parseStartArgs(argv: readonly string[]): {
   const reconnectionWindowMs = integer(values['reconnection-window-ms'], 'reconnection-window-ms');
   const users = values.users === undefined ? undefined : readUsersFile(values.users);
   const sync = values['no-fsync'] === true ? false : undefined;
+  const diskWrites = values['disk-writes'] as DiskWrites | undefined;
+  if (diskWrites !== undefined && !diskWritesModes.includes(diskWrites))
+    throw new InvalidArgumentError(`--disk-writes must be ${diskWritesModes.join(' or ')}`);
   const tlsFlags = [values['tls-cert'], values['tls-key'], values['tls-ca']];
   if (tlsFlags.some((flag) => flag !== undefined) && !tlsFlags.every((flag) => flag !== undefined))
     throw new InvalidArgumentError('TLS needs all three of --tls-cert, --tls-key and --tls-ca');
@@ -156,6 +165,7 @@ export function parseStartArgs(argv: readonly string[]): {
       timing,
       reconnectionWindowMs,
       sync,
+      diskWrites,
     });
     return { config, logFormat, logLevel };
   }
@@ -208,6 +218,7 @@ export function parseStartArgs(argv: readonly string[]): {
     reconnectionWindowMs: reconnectionWindowMs ?? defaultReconnectionWindowMs,
     timing: { ...nodeTimingDefaults, ...timing },
     sync: sync ?? true,
+    diskWrites: diskWrites ?? 'inline',
     joining: values.join !== undefined,
   });
   if (values.join === undefined) return { config, logFormat, logLevel };

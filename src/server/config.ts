@@ -34,6 +34,8 @@ export interface NodeConfig {
   readonly timing: NodeTiming;
   /** fsync every write batch; off only for throwaway benchmarks (it gives up C3). */
   readonly sync: boolean;
+  /** Where synced writes run: on the event loop's thread (default) or libuv's pool (docs/storage.md). */
+  readonly diskWrites?: DiskWrites | undefined;
   /**
    * C5: this node joins a running cluster (`raftlock start --join`). An empty data directory then starts
    * with no membership at all, and `members` lists the addresses the cluster told it, not voters.
@@ -120,7 +122,12 @@ export interface NodeConfigOverrides {
   readonly timing?: Partial<NodeTiming> | undefined;
   readonly reconnectionWindowMs?: number | undefined;
   readonly sync?: boolean | undefined;
+  readonly diskWrites?: DiskWrites | undefined;
 }
+
+/** `inline`: synced writes block the event loop (fastest); `pool`: libuv's thread pool does them. */
+export type DiskWrites = 'inline' | 'pool';
+export const diskWritesModes: readonly DiskWrites[] = ['inline', 'pool'];
 
 /** The config of node `id` of a cluster file; relative data dirs resolve against the file's folder. */
 export function nodeConfigFromClusterFile(
@@ -176,6 +183,7 @@ export function nodeConfigFromClusterFile(
     reconnectionWindowMs: overrides.reconnectionWindowMs ?? fileWindow ?? defaultReconnectionWindowMs,
     timing: { ...nodeTimingDefaults, ...fileTiming, ...overrides.timing },
     sync: overrides.sync ?? true,
+    diskWrites: overrides.diskWrites ?? 'inline',
   });
 }
 

@@ -14,6 +14,10 @@ import { clientFrameBytesMax } from '../protocol.ts';
 import { transportLimits } from '../transport/limits.ts';
 
 export const serverLimits = {
+  /** A synced write on the event loop's thread slower than this sends the next ones to the pool … */
+  inlineWriteSlowMs: 20,
+  /** … for this long (RaftlockNode.writeInline). */
+  inlineWritePauseMs: 5_000,
   /** Client commands queued for the next proposal or proposed and not yet applied, over the node. */
   proposalCommandsPendingMax: 200_000,
   /**

@@ -73,6 +73,7 @@ import type { LevelStorage } from '../storage/level-storage.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 import type { AppMessage } from '../transport/validate-message.ts';
 import { nodeClock } from './clock.ts';
+import type { DiskWrites } from './config.ts';
 import { serverLimits } from './limits.ts';
 import { HeldReporter, LivenessClock, SessionDirectory } from './liveness.ts';
 import type { Logger } from './log.ts';
@@ -224,6 +225,8 @@ export interface RaftlockNodeOptions {
   readonly transport: PeerTransport;
   readonly state: PersistentState;
   readonly timing: NodeTiming;
+  /** Where synced writes run (see writeInline); default `inline`. */
+  readonly diskWrites?: DiskWrites | undefined;
   readonly log: Logger;
   /** A broken invariant or a failed disk write: the process must stop and recover from disk. */
   readonly onFatal: (error: unknown) => void;
@@ -241,6 +244,9 @@ export class RaftlockNode {
   readonly membership: Membership;
   private readonly core: RaftNode;
   private readonly storage: LevelStorage;
+  private readonly diskWrites: DiskWrites;
+  /** Synced writes go to the thread pool until then, after a slow one (see writeInline). */
+  private inlineResumeAtMs = 0;
   private readonly transport: PeerTransport;
   private readonly log: Logger;
   private readonly onFatal: (error: unknown) => void;
@@ -296,6 +302,7 @@ export class RaftlockNode {
     this.id = options.id;
     this.timing = options.timing;
     this.storage = options.storage;
+    this.diskWrites = options.diskWrites ?? 'inline';
     this.transport = options.transport;
     this.log = options.log;
     this.onFatal = options.onFatal;
@@ -1174,30 +1181,75 @@ export class RaftlockNode {
         this.finishReady(ready);
         continue;
       }
-      // The new entries' write starts first; committed entries are durable here already (the core hands
-      // out only entries at or below what earlier Readys made durable), so they are applied and answered
-      // while it is on disk — not one fsync later. On a follower that is the difference between applying
-      // the last round's commands before or while this round's entries are written, on the way to the ack.
-      this.persisting = true;
+      // Committed entries are durable here already (the core hands out only entries at or below what
+      // earlier Readys made durable), so they never wait for this Ready's write. Written on this thread
+      // (writeInline), it is durable on return and the acknowledgements leave before the apply; written in
+      // the pool, it starts first and the entries are applied and answered while it is on disk. Either way a
+      // follower's ack never waits for the last round's commands to be applied.
       const persistStartMs = performance.now();
-      const written = this.storage.persist(ready);
-      this.applyAndTell(ready);
-      written.then(
-        () =>
-          this.guard(() => {
-            this.persisting = false;
-            const persistedSeconds = (performance.now() - persistStartMs) / 1000;
-            for (const observer of this.observers) observer.onPersisted(persistedSeconds);
-            this.finishReady(ready);
+      if (this.writeInline()) {
+        // The appends leave before this thread blocks on the disk.
+        if (ready.messagesEarly.length > 0) this.transport.flushQueued();
+        const written = this.storage.persistInline(ready);
+        if (written === null) {
+          // Durable on return: the acknowledgements leave before the committed entries are applied.
+          this.wroteInline(persistStartMs);
+          if (ready.messages.length > 0 && !this.stopped) {
+            this.transport.send(ready.messages);
             this.transport.flushQueued();
-            this.notifyIdle();
-            this.scheduleTurn();
-          }),
-        (error: unknown) => this.fatal(error),
-      );
+          }
+          this.applyAndTell(ready);
+          this.finishReady(ready, false);
+          continue;
+        }
+        this.afterWrite(ready, written, persistStartMs);
+        return;
+      }
+      this.afterWrite(ready, this.storage.persist(ready), persistStartMs);
       return;
     }
     this.notifyIdle();
+  }
+
+  /**
+   * Whether this Ready's write runs on this thread (`LevelStorage.persistInline`). A synchronous O_DSYNC
+   * write saves the hand-off to libuv's pool and back — two thread wake-ups per write, a sizeable share of
+   * a commit on two cores (docs/benchmarks.md) — but the event loop waits while the disk works. So after
+   * a write slower than `inlineWriteSlowMs` the writes go to the pool for `inlineWritePauseMs`: a stalling
+   * disk then delays commits, not heartbeats, keepalives and answers to reads.
+   */
+  private writeInline(): boolean {
+    return this.diskWrites === 'inline' && performance.now() >= this.inlineResumeAtMs;
+  }
+
+  private wroteInline(startMs: number): void {
+    const tookMs = performance.now() - startMs;
+    for (const observer of this.observers) observer.onPersisted(tookMs / 1000);
+    if (tookMs <= serverLimits.inlineWriteSlowMs) return;
+    this.inlineResumeAtMs = performance.now() + serverLimits.inlineWritePauseMs;
+    this.log.warn(
+      { event: 'disk_write_slow', ms: Math.round(tookMs), poolForMs: serverLimits.inlineWritePauseMs },
+      'a synced write blocked the event loop; writes go to the thread pool for a while',
+    );
+  }
+
+  /** The committed entries are applied while `written` is on disk; the rest of the Ready waits for it. */
+  private afterWrite(ready: Ready, written: Promise<void>, persistStartMs: number): void {
+    this.persisting = true;
+    this.applyAndTell(ready);
+    written.then(
+      () =>
+        this.guard(() => {
+          this.persisting = false;
+          const persistedSeconds = (performance.now() - persistStartMs) / 1000;
+          for (const observer of this.observers) observer.onPersisted(persistedSeconds);
+          this.finishReady(ready);
+          this.transport.flushQueued();
+          this.notifyIdle();
+          this.scheduleTurn();
+        }),
+      (error: unknown) => this.fatal(error),
+    );
   }
 
   /** Applies a Ready's committed entries (none with a snapshot: they follow the restore); see noteWaiters. */
@@ -1242,8 +1294,8 @@ export class RaftlockNode {
   }
 
   /** Steps 3–5 of the Ready contract, once step 2 is durable (committed entries were applied before it). */
-  private finishReady(ready: Ready): void {
-    if (ready.messages.length > 0 && !this.stopped) this.transport.send(ready.messages);
+  private finishReady(ready: Ready, sendMessages = true): void {
+    if (sendMessages && ready.messages.length > 0 && !this.stopped) this.transport.send(ready.messages);
     if (ready.snapshot !== null) {
       assert(ready.committedEntries.length === 0, 'node: a Ready with a snapshot also has entries to apply');
       this.installSnapshot(ready.snapshot);

@@ -88,6 +88,7 @@ export async function startServer(
     transport,
     state,
     timing: config.timing,
+    diskWrites: config.diskWrites ?? 'inline',
     log,
     onFatal,
     directory,

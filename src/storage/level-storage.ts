@@ -382,6 +382,17 @@ export class LevelStorage {
    * resolve in call order. Never call it for entries the core has not handed out.
    */
   persist(request: PersistRequest): Promise<void> {
+    return this.persistInline(request, false) ?? Promise.resolve();
+  }
+
+  /**
+   * `persist()`, or with `inline`, the same write done on this thread when that is possible: nothing
+   * queued or under way, the batch needs a sync, and it fits the sync log as one record. Then the record
+   * is written with a synchronous `O_DSYNC` write and this returns null — durable on return, with no
+   * hand-off to libuv's thread pool and back (two thread wake-ups per write). Otherwise it returns
+   * `persist()`'s promise.
+   */
+  persistInline(request: PersistRequest, inline = true): Promise<void> | null {
     const failed = this.refuse();
     if (failed) return failed;
     const projection = this.ready();
@@ -402,10 +413,37 @@ export class LevelStorage {
     }
     if (!sync) {
       this.counters.commitOnlyWritten += 1;
-      if (this.deferHardState(request.hardState!)) return Promise.resolve();
+      if (this.deferHardState(request.hardState!)) return inline ? null : Promise.resolve();
     }
+    const wal = this.wal;
+    if (inline && sync && wal !== null && !this.draining && this.queue.length === 0)
+      return this.writeNow(wal, this.withLazyHardState(ops));
     // The write starts before this returns: the node applies committed entries while it is on disk.
     return this.enqueue(ops, sync, true);
+  }
+
+  /** `writeBatch` for one synced call on an idle disk, on this thread: null once durable. */
+  private writeNow(wal: WalFile, ops: readonly BatchOp[]): Promise<void> | null {
+    const record = wal.record(ops);
+    // Too large for what is left of the log: the queued path syncs LevelDB and starts a new pass.
+    if (record === null) return this.enqueue(ops, true, true);
+    let bytes = 0;
+    for (const op of ops) bytes += op.key.byteLength + (op.type === 'put' ? op.value.byteLength : 0);
+    this.defer(ops, bytes);
+    try {
+      wal.writeSync(record);
+    } catch (cause) {
+      this.failure = new StorageWriteFailedError(`storage: batch write failed in ${this.db.location}`, {
+        cause,
+      });
+      throw this.failure;
+    }
+    this.counters.walRecordsWritten += 1;
+    this.counters.batchesWritten += 1;
+    this.counters.syncsWritten += 1;
+    this.counters.callsWritten += 1;
+    this.counters.bytesWritten += bytes;
+    return null;
   }
 
   /**
@@ -670,15 +708,19 @@ export class LevelStorage {
    * Queues one call's operations. They always go into a single batch (a call is atomic); calls join the
    * newest waiting batch until it holds `batchBytesMax`.
    */
+  /** `callOps` behind the commit-only hard state waiting for the next batch, if one waits (see persist). */
+  private withLazyHardState(callOps: readonly BatchOp[]): readonly BatchOp[] {
+    if (this.lazyHardState === null) return callOps;
+    // First in the call, so a hard state the call writes itself (newer) wins within the batch.
+    const ops = [this.put(hardStateKey, this.packHardState(this.lazyHardState)), ...callOps];
+    this.lazyHardState = null;
+    if (this.lazyTimer !== null) clearTimeout(this.lazyTimer);
+    this.lazyTimer = null;
+    return ops;
+  }
+
   private enqueue(callOps: readonly BatchOp[], sync = true, startNow = false): Promise<void> {
-    let ops = callOps;
-    if (this.lazyHardState !== null) {
-      // First in the call, so a hard state the call writes itself (newer) wins within the batch.
-      ops = [this.put(hardStateKey, this.packHardState(this.lazyHardState)), ...callOps];
-      this.lazyHardState = null;
-      if (this.lazyTimer !== null) clearTimeout(this.lazyTimer);
-      this.lazyTimer = null;
-    }
+    const ops = this.withLazyHardState(callOps);
     let bytes = 0;
     for (const op of ops) bytes += op.key.byteLength + (op.type === 'put' ? op.value.byteLength : 0);
     if (ops.length === 0) {

@@ -227,6 +227,12 @@ export class WalFile {
     });
   }
 
+  /** `write()` on this thread: returns once the record is on disk (O_DSYNC). */
+  writeSync(record: { readonly bytes: Buffer; readonly offset: number }): void {
+    const written = writeSync(this.fd, record.bytes, 0, record.bytes.byteLength, record.offset);
+    if (written !== record.bytes.byteLength) throw new Error(`wal: short write ${written}`);
+  }
+
   /** A new pass from offset 0. Only once everything recorded so far is durable elsewhere. */
   startPass(): void {
     let generation = randomInt(1, 2 ** 32 - 1);

@@ -6,9 +6,10 @@ import { useTestCluster } from './harness.ts';
 
 const credentials = { principal: 'control', password: 'password' } as const;
 
-describe('a 3-node cluster of real processes', () => {
+// Every test runs twice: with synced writes on the event loop's thread (the default) and in libuv's pool.
+describe.each(['inline', 'pool'])('a 3-node cluster of real processes, disk writes %s', (diskWrites) => {
   const sessions: Session[] = [];
-  const suite = useTestCluster(3, { sessions });
+  const suite = useTestCluster(3, { sessions, extraArgs: ['--disk-writes', diskWrites] });
   const open = async () => {
     const session = await connect({ servers: suite.cluster.urls, ...credentials });
     sessions.push(session);

@@ -266,81 +266,98 @@ describe('LevelStorage', () => {
     expect(indexes(state.entries)).toEqual(Array.from({ length: state.entries.length }, (_, k) => k + 1));
   });
 
-  it('C3: SIGKILL while the sync log fills and starts new passes loses nothing acknowledged', async () => {
-    await using tmp = await tempDir();
-    const writer = fileURLToPath(new URL('./fixtures/crash-writer.ts', import.meta.url));
-    const walBytes = 64 * 1024; // about 60 records of 1 KiB a pass: 300 persists wrap it five times
-    const run = promisify(execFile)(process.execPath, [
-      '--import',
-      'tsx',
-      writer,
-      tmp.dir,
-      'wraps',
-      String(walBytes),
-    ]);
-    const failure = await run.then(
-      () => null,
-      (error: { signal?: string; stdout?: string }) => error,
-    );
-    expect(failure?.signal).toBe('SIGKILL');
-    const lines = (failure?.stdout ?? '').split('\n');
-    expect(lines.filter((line) => line.startsWith('acked '))).toHaveLength(300);
-    const stats = JSON.parse(lines.find((line) => line.startsWith('stats '))!.slice(6)) as {
-      walRecordsWritten: number;
-    };
-    // Most batches were made durable by the sync log, not by LevelDB's fsync.
-    expect(stats.walRecordsWritten).toBeGreaterThan(250);
+  it.each(['pool', 'inline'])(
+    'C3: SIGKILL while the sync log fills and starts new passes loses nothing acknowledged (writes %s)',
+    async (how) => {
+      await using tmp = await tempDir();
+      const writer = fileURLToPath(new URL('./fixtures/crash-writer.ts', import.meta.url));
+      const walBytes = 64 * 1024; // about 60 records of 1 KiB a pass: 300 persists wrap it five times
+      const run = promisify(execFile)(process.execPath, [
+        '--import',
+        'tsx',
+        writer,
+        tmp.dir,
+        'wraps',
+        String(walBytes),
+        how,
+      ]);
+      const failure = await run.then(
+        () => null,
+        (error: { signal?: string; stdout?: string }) => error,
+      );
+      expect(failure?.signal).toBe('SIGKILL');
+      const lines = (failure?.stdout ?? '').split('\n');
+      expect(lines.filter((line) => line.startsWith('acked '))).toHaveLength(300);
+      const stats = JSON.parse(lines.find((line) => line.startsWith('stats '))!.slice(6)) as {
+        walRecordsWritten: number;
+        inline: number;
+      };
+      // Most batches were made durable by the sync log, not by LevelDB's fsync; inline, on this thread.
+      expect(stats.walRecordsWritten).toBeGreaterThan(250);
+      if (how === 'inline') expect(stats.inline).toBeGreaterThan(250);
+      else expect(stats.inline).toBe(0);
 
-    const storage = await LevelStorage.open(tmp.dir);
-    try {
-      const state = await storage.load();
-      // LevelDB had been handed none of the last pass (it lags by up to a second): the log put it back.
-      expect(storage.stats().walRecordsReplayed).toBeGreaterThan(0);
-      expect(state!.hardState.commit).toBe(300);
-      expect(indexes(state!.entries)).toEqual(Array.from({ length: 300 }, (_, k) => k + 1));
-      for (const entry of state!.entries)
-        expect(entry.data).toEqual(new Uint8Array(1024).fill(entry.index & 0xff));
-    } finally {
+      const storage = await LevelStorage.open(tmp.dir);
+      try {
+        const state = await storage.load();
+        // LevelDB had been handed none of the last pass (it lags by up to a second): the log put it back.
+        expect(storage.stats().walRecordsReplayed).toBeGreaterThan(0);
+        expect(state!.hardState.commit).toBe(300);
+        expect(indexes(state!.entries)).toEqual(Array.from({ length: 300 }, (_, k) => k + 1));
+        for (const entry of state!.entries)
+          expect(entry.data).toEqual(new Uint8Array(1024).fill(entry.index & 0xff));
+      } finally {
+        await storage.close();
+      }
+    },
+  );
+
+  it.each(['pool', 'inline'])(
+    "C3: a power loss that takes LevelDB's unsynced writes loses nothing acknowledged: the sync log puts them back (writes %s)",
+    async (how) => {
+      await using tmp = await tempDir();
+      await using lost = await tempDir();
+      const storage = await bootstrapped(tmp.dir);
+      await storage.persist({ snapshot: null, entries: entries(1, 5, 1), hardState: hardState(1, 5) });
       await storage.close();
-    }
-  });
+      // LevelDB as a power loss could leave it: everything up to the last clean close, nothing after.
+      cpSync(tmp.dir, lost.dir, { recursive: true });
 
-  it("C3: a power loss that takes LevelDB's unsynced writes loses nothing acknowledged: the sync log puts them back", async () => {
-    await using tmp = await tempDir();
-    await using lost = await tempDir();
-    const storage = await bootstrapped(tmp.dir);
-    await storage.persist({ snapshot: null, entries: entries(1, 5, 1), hardState: hardState(1, 5) });
-    await storage.close();
-    // LevelDB as a power loss could leave it: everything up to the last clean close, nothing after.
-    cpSync(tmp.dir, lost.dir, { recursive: true });
+      const again = await LevelStorage.open(tmp.dir);
+      await again.load();
+      const writes = [
+        { snapshot: null, entries: entries(6, 8, 2), hardState: hardState(2, 7, 'n2') },
+        { snapshot: null, entries: entries(9, 10, 2), hardState: hardState(2, 9, 'n2') },
+      ];
+      for (const request of writes) {
+        if (how === 'pool') await again.persist(request);
+        // An idle disk and a record that fits: durable when the call returns, nothing to wait for.
+        else expect(again.persistInline(request)).toBeNull();
+      }
+      // The sync log is on disk as soon as a persist resolves; copy it while the writer still runs.
+      cpSync(join(tmp.dir, walFileName), join(lost.dir, walFileName));
+      await again.close();
 
-    const again = await LevelStorage.open(tmp.dir);
-    await again.load();
-    await again.persist({ snapshot: null, entries: entries(6, 8, 2), hardState: hardState(2, 7, 'n2') });
-    await again.persist({ snapshot: null, entries: entries(9, 10, 2), hardState: hardState(2, 9, 'n2') });
-    // The sync log is on disk as soon as a persist resolves; copy it while the writer still runs.
-    cpSync(join(tmp.dir, walFileName), join(lost.dir, walFileName));
-    await again.close();
-
-    const recovered = await LevelStorage.open(lost.dir);
-    try {
-      const state = await recovered.load();
-      expect(recovered.stats().walRecordsReplayed).toBe(2);
-      expect(state!.hardState).toEqual({ term: 2, vote: 'n2', commit: 9 });
-      expect(state!.entries).toEqual([...entries(1, 5, 1), ...entries(6, 10, 2)]);
-    } finally {
-      await recovered.close();
-    }
-    // A clean close ends the log's pass: the next open has nothing to replay and the same state.
-    const reopened = await LevelStorage.open(lost.dir);
-    try {
-      const state = await reopened.load();
-      expect(reopened.stats().walRecordsReplayed).toBe(0);
-      expect(indexes(state!.entries)).toEqual(Array.from({ length: 10 }, (_, k) => k + 1));
-    } finally {
-      await reopened.close();
-    }
-  });
+      const recovered = await LevelStorage.open(lost.dir);
+      try {
+        const state = await recovered.load();
+        expect(recovered.stats().walRecordsReplayed).toBe(2);
+        expect(state!.hardState).toEqual({ term: 2, vote: 'n2', commit: 9 });
+        expect(state!.entries).toEqual([...entries(1, 5, 1), ...entries(6, 10, 2)]);
+      } finally {
+        await recovered.close();
+      }
+      // A clean close ends the log's pass: the next open has nothing to replay and the same state.
+      const reopened = await LevelStorage.open(lost.dir);
+      try {
+        const state = await reopened.load();
+        expect(reopened.stats().walRecordsReplayed).toBe(0);
+        expect(indexes(state!.entries)).toEqual(Array.from({ length: 10 }, (_, k) => k + 1));
+      } finally {
+        await reopened.close();
+      }
+    },
+  );
 
   it('a batch too large for the sync log goes to LevelDB synced, and the log starts a new pass after it', async () => {
     await using tmp = await tempDir();
