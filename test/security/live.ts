@@ -62,7 +62,13 @@ export function devTls(ids: readonly string[]): { caPem: string; files: Map<stri
 }
 
 export async function startLiveCluster(
-  options: { readonly size?: number; readonly users?: UsersFile; readonly tls?: boolean } = {},
+  options: {
+    readonly size?: number;
+    readonly users?: UsersFile;
+    readonly tls?: boolean;
+    /** fsync on, with the sync log (default off: these suites test the gateway, not the disk). */
+    readonly sync?: boolean;
+  } = {},
 ): Promise<LiveCluster> {
   const size = options.size ?? 1;
   const dir = mkdtempSync(join(tmpdir(), 'raftlock-sec-'));
@@ -89,7 +95,7 @@ export async function startLiveCluster(
     tls: tls?.files.get(id),
     reconnectionWindowMs: 30_000,
     timing: { ...nodeTimingDefaults, tickMs: 50 },
-    sync: false,
+    sync: options.sync ?? false,
   }));
   const servers = await Promise.all(
     configs.map((config) =>
