@@ -25,8 +25,8 @@ const flags = [
 
 describe('raftlock start --disk-writes', () => {
   it('defaults to inline and takes pool, in flags mode and with --config', () => {
-    expect(parseStartArgs(flags).config.diskWrites).toBe('inline');
-    expect(parseStartArgs([...flags, '--disk-writes', 'pool']).config.diskWrites).toBe('pool');
+    expect(parseStartArgs(flags)?.config.diskWrites).toBe('inline');
+    expect(parseStartArgs([...flags, '--disk-writes', 'pool'])?.config.diskWrites).toBe('pool');
     const file = join(dir, 'cluster.json');
     writeFileSync(
       file,
@@ -35,9 +35,9 @@ describe('raftlock start --disk-writes', () => {
         nodes: [{ id: 'n1', url: 'ws://127.0.0.1:7001', peerUrl: 'ws://127.0.0.1:7101', dataDir: 'n1' }],
       }),
     );
-    expect(parseStartArgs(['--config', file, '--node', 'n1']).config.diskWrites).toBe('inline');
+    expect(parseStartArgs(['--config', file, '--node', 'n1'])?.config.diskWrites).toBe('inline');
     expect(
-      parseStartArgs(['--config', file, '--node', 'n1', '--disk-writes', 'pool']).config.diskWrites,
+      parseStartArgs(['--config', file, '--node', 'n1', '--disk-writes', 'pool'])?.config.diskWrites,
     ).toBe('pool');
   });
 
