@@ -120,7 +120,10 @@ export class ChaosCluster {
     const node = this.node(id);
     if (node.process !== null) return;
     const log = createWriteStream(join(this.dir, `${id}.log`), { flags: 'a' });
-    const child = spawn(process.execPath, nodeCommand(node.file, id, ['--log-format', 'json']), {
+    // Every other node writes through libuv's pool, the rest on the event loop: both ways face the faults.
+    const diskWrites = this.nodes.indexOf(node) % 2 === 1 ? 'pool' : 'inline';
+    const args = ['--log-format', 'json', '--disk-writes', diskWrites];
+    const child = spawn(process.execPath, nodeCommand(node.file, id, args), {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RAFTLOCK_CLOCK_FILE: node.clockFile, RAFTLOCK_CLOCK: this.clockMode },
     });
