@@ -714,7 +714,11 @@ export class Session extends EventEmitter<SessionEvents> {
       if (left.length === 0) this.detached.delete(name);
       else this.detached.set(name, left);
     }
-    const calls = requestNos.flatMap((requestNo) => this.lockCalls.get(requestNo) ?? []);
+    const calls: LockCall[] = [];
+    for (const requestNo of requestNos) {
+      const call = this.lockCalls.get(requestNo);
+      if (call !== undefined) calls.push(call);
+    }
     let lock = this.locks.get(name);
     if (lock !== undefined && lock.getSequence() === sequence) {
       if (lock.getScope() !== scope) lock.setScope(scope);
@@ -737,12 +741,21 @@ export class Session extends EventEmitter<SessionEvents> {
 
   /** Fires lock.signal and `lockLost` when the S10 deadline passes, not only when isOwned() is asked. */
   private scheduleExpiry(): void {
+    if (this.state === 'closed') {
+      if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+      this.expiryTimer = null;
+      return;
+    }
     let earliestMs = Number.POSITIVE_INFINITY;
-    if (this.state !== 'closed')
-      for (const lock of this.locks.values()) earliestMs = Math.min(earliestMs, lock.safeUntil());
+    for (const lock of this.locks.values()) earliestMs = Math.min(earliestMs, lock.safeUntil());
     // A timer due no later than the earliest deadline stays: firing early only checks and re-arms. So a
     // grant or unlock, whose deadlines are those of the session's last confirmation, rarely re-arms it.
-    if (this.expiryTimer !== null && this.expiryAtMs <= earliestMs && earliestMs !== Number.POSITIVE_INFINITY)
+    // With no lock left, an armed timer stays too: it fires once, finds nothing and stops — cheaper than
+    // clearing it now and arming a new one at the next grant, in a loop of lock → unlock.
+    if (
+      this.expiryTimer !== null &&
+      (this.expiryAtMs <= earliestMs || earliestMs === Number.POSITIVE_INFINITY)
+    )
       return;
     if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
     this.expiryTimer = null;

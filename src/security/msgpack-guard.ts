@@ -23,9 +23,12 @@ export const clientFrameShape: MsgpackShapeLimits = { depthMax: 8, itemsMax: 4_0
 export const handshakeFrameShape: MsgpackShapeLimits = { depthMax: 4, itemsMax: 64 };
 
 /** The first thing wrong with `bytes` as one bounded MessagePack value, or null. */
+/** msgpackProblem's stack of counts still to read, kept between calls (it runs for every client frame). */
+const stack: number[] = [];
+
 export function msgpackProblem(bytes: Uint8Array, limits: MsgpackShapeLimits): string | null {
   const length = bytes.length;
-  const stack: number[] = [];
+  stack.length = 0;
   let remaining = 1;
   let items = 0;
   let pos = 0;

@@ -136,33 +136,38 @@ export class DashboardEvents implements NodeObserver {
         });
     }
     for (const effect of effects) {
-      const at = { atMs, index };
       switch (effect.kind) {
         case 'granted': {
           const { session, name, sequence, scope } = effect;
-          this.ring.push({ kind: 'granted', ...at, session, name, sequence, scope });
+          this.ring.push({ kind: 'granted', atMs, index, session, name, sequence, scope });
           break;
         }
         case 'released': {
           const { session, name, sequence, reason } = effect;
-          this.ring.push({ kind: 'released', ...at, session, name, sequence, reason });
+          this.ring.push({ kind: 'released', atMs, index, session, name, sequence, reason });
           break;
         }
         case 'scopeChanged': {
           const { session, name, sequence, scope } = effect;
-          this.ring.push({ kind: 'scopeChanged', ...at, session, name, sequence, scope });
+          this.ring.push({ kind: 'scopeChanged', atMs, index, session, name, sequence, scope });
           break;
         }
         case 'waiting':
-          this.ring.push({ kind: 'waiting', ...at, session: effect.session, name: effect.name });
+          this.ring.push({ kind: 'waiting', atMs, index, session: effect.session, name: effect.name });
           break;
         case 'waitEnded': {
           const { session, name, reason } = effect;
-          this.ring.push({ kind: 'waitEnded', ...at, session, name, reason });
+          this.ring.push({ kind: 'waitEnded', atMs, index, session, name, reason });
           break;
         }
         case 'sessionEnded':
-          this.ring.push({ kind: 'sessionEnded', ...at, session: effect.session, reason: effect.reason });
+          this.ring.push({
+            kind: 'sessionEnded',
+            atMs,
+            index,
+            session: effect.session,
+            reason: effect.reason,
+          });
           break;
         default:
           effect satisfies never;
