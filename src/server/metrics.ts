@@ -7,14 +7,7 @@
 // scrape of any node shows the cluster's lock traffic. Wait and hold times use the entries' leader
 // timestamps, so every replica measures the same durations. docs/operations.md lists every metric.
 
-import {
-  Counter,
-  collectDefaultMetrics,
-  Gauge,
-  Histogram,
-  type MetricValueWithName,
-  Registry,
-} from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, type MetricValueWithName, Registry } from 'prom-client';
 import type { Effect, Entry as LockEntry, Result } from '../locks/index.ts';
 import type { NodeStatus } from '../protocol.ts';
 import type { SoftState } from '../raft/index.ts';
@@ -67,7 +60,7 @@ export class NodeMetrics implements NodeObserver {
   private readonly snapshotsInstalled: Counter;
   private readonly waitSeconds: BucketHistogram;
   private readonly holdSeconds: BucketHistogram;
-  private readonly persistSeconds: Histogram;
+  private readonly persistSeconds: BucketHistogram;
   /** `${session} ${name}` → entry time (from timeBaseMs) of the first waiting request. */
   private readonly waitingSince = new Map<string, number>();
   /** `${name}` → entry time (from timeBaseMs) of the grant. */
@@ -207,12 +200,13 @@ export class NodeMetrics implements NodeObserver {
       'Time a lock was held, grant to release',
       durationBuckets,
     );
-    this.persistSeconds = new Histogram({
-      name: 'raftlock_raft_persist_seconds',
-      help: 'Time to make one Ready durable (entries and hard state, one group-committed fsync)',
-      buckets: latencyBuckets,
-      registers,
-    });
+    // Observed once per write, on the path of every commit: a plain histogram, like the two above.
+    this.persistSeconds = new BucketHistogram(
+      this.registry,
+      'raftlock_raft_persist_seconds',
+      'Time to make one Ready durable (entries and hard state, one group-committed fsync)',
+      latencyBuckets,
+    );
   }
 
   /** Follows one applied entry (NodeListener.onApplied). */
