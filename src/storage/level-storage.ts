@@ -424,11 +424,14 @@ export class LevelStorage {
 
   /** `writeBatch` for one synced call on an idle disk, on this thread: null once durable. */
   private writeNow(wal: WalFile, ops: readonly BatchOp[]): Promise<void> | null {
+    let bytes = 0;
+    for (const op of ops) bytes += op.key.byteLength + (op.type === 'put' ? op.value.byteLength : 0);
+    // Large (a follower catching up): the pool writes it, as `persist()` would. Checked before the log
+    // plans a record, which takes the record's place in the log for good.
+    if (bytes > storageLimits.inlineRecordBytesMax) return this.enqueue(ops, true, true);
     const record = wal.record(ops);
     // Too large for what is left of the log: the queued path syncs LevelDB and starts a new pass.
     if (record === null) return this.enqueue(ops, true, true);
-    let bytes = 0;
-    for (const op of ops) bytes += op.key.byteLength + (op.type === 'put' ? op.value.byteLength : 0);
     this.defer(ops, bytes);
     try {
       wal.writeSync(record);

@@ -36,6 +36,11 @@ export const storageLimits = {
    * millisecond rather than a stall.
    */
   laggingOpsMax: 512,
+  /**
+   * `persistInline` writes a sync-log record on the calling thread only up to this size: a follower
+   * catching up takes appends of megabytes, whose write would hold the event loop for milliseconds.
+   */
+  inlineRecordBytesMax: 256 * 1024,
 } as const;
 
 assert(storageLimits.snapshotChunkBytes > 0, 'storage limits: chunk size must be positive');

@@ -359,6 +359,41 @@ describe('LevelStorage', () => {
     },
   );
 
+  it('C3: persistInline writes small batches on the calling thread and a large one through the pool, in order', async () => {
+    await using tmp = await tempDir();
+    const storage = await bootstrapped(tmp.dir);
+    const recordsBefore = storage.stats().walRecordsWritten;
+    const big = {
+      index: 2,
+      term: 1,
+      type: 0 as const,
+      data: bytes(storageLimits.inlineRecordBytesMax + 1, 3),
+    };
+    expect(
+      storage.persistInline({ snapshot: null, entries: entries(1, 1, 1), hardState: hardState(1, 1) }),
+    ).toBeNull();
+    const large = storage.persistInline({ snapshot: null, entries: [big], hardState: hardState(1, 2) });
+    expect(large).toBeInstanceOf(Promise);
+    // While the large one is on its way, the next call queues behind it rather than overtake it.
+    const after = storage.persistInline({
+      snapshot: null,
+      entries: entries(3, 3, 1),
+      hardState: hardState(1, 3),
+    });
+    expect(after).toBeInstanceOf(Promise);
+    await Promise.all([large, after]);
+    expect(
+      storage.persistInline({ snapshot: null, entries: entries(4, 4, 1), hardState: hardState(1, 4) }),
+    ).toBeNull();
+    // One sync-log record per call: the large one too, written in the pool.
+    expect(storage.stats().walRecordsWritten - recordsBefore).toBe(4);
+    await storage.close();
+    const { state } = await reload(tmp.dir);
+    expect(indexes(state.entries)).toEqual([1, 2, 3, 4]);
+    expect(state.entries[1]!.data).toEqual(big.data);
+    expect(state.hardState.commit).toBe(4);
+  });
+
   it('a batch too large for the sync log goes to LevelDB synced, and the log starts a new pass after it', async () => {
     await using tmp = await tempDir();
     await using lost = await tempDir();
