@@ -22,10 +22,10 @@ export const clientFrameShape: MsgpackShapeLimits = { depthMax: 8, itemsMax: 4_0
 /** Peer handshake frames: one flat map. */
 export const handshakeFrameShape: MsgpackShapeLimits = { depthMax: 4, itemsMax: 64 };
 
-/** The first thing wrong with `bytes` as one bounded MessagePack value, or null. */
 /** msgpackProblem's stack of counts still to read, kept between calls (it runs for every client frame). */
 const stack: number[] = [];
 
+/** The first thing wrong with `bytes` as one bounded MessagePack value, or null. */
 export function msgpackProblem(bytes: Uint8Array, limits: MsgpackShapeLimits): string | null {
   const length = bytes.length;
   stack.length = 0;

@@ -1222,9 +1222,15 @@ export class RaftlockNode {
     return this.diskWrites === 'inline' && performance.now() >= this.inlineResumeAtMs;
   }
 
-  private wroteInline(startMs: number): void {
+  /** A Ready's write that began at `startMs` is durable: observers hear how long it took, in ms. */
+  private persisted(startMs: number): number {
     const tookMs = performance.now() - startMs;
     for (const observer of this.observers) observer.onPersisted(tookMs / 1000);
+    return tookMs;
+  }
+
+  private wroteInline(startMs: number): void {
+    const tookMs = this.persisted(startMs);
     if (tookMs <= serverLimits.inlineWriteSlowMs) return;
     this.inlineResumeAtMs = performance.now() + serverLimits.inlineWritePauseMs;
     this.log.warn(
@@ -1241,8 +1247,7 @@ export class RaftlockNode {
       () =>
         this.guard(() => {
           this.persisting = false;
-          const persistedSeconds = (performance.now() - persistStartMs) / 1000;
-          for (const observer of this.observers) observer.onPersisted(persistedSeconds);
+          this.persisted(persistStartMs);
           this.finishReady(ready);
           this.transport.flushQueued();
           this.notifyIdle();

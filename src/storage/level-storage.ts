@@ -382,17 +382,23 @@ export class LevelStorage {
    * resolve in call order. Never call it for entries the core has not handed out.
    */
   persist(request: PersistRequest): Promise<void> {
-    return this.persistInline(request, false) ?? Promise.resolve();
+    const written = this.write(request, false);
+    assert(written !== null, 'storage: persist() finished a write on the calling thread');
+    return written;
   }
 
   /**
-   * `persist()`, or with `inline`, the same write done on this thread when that is possible: nothing
-   * queued or under way, the batch needs a sync, and it fits the sync log as one record. Then the record
-   * is written with a synchronous `O_DSYNC` write and this returns null — durable on return, with no
-   * hand-off to libuv's thread pool and back (two thread wake-ups per write). Otherwise it returns
+   * `persist()`, done on this thread when that is possible: nothing queued or under way, the batch needs
+   * a sync, its ops come to at most `inlineRecordBytesMax` and it fits the sync log as one record. Then the
+   * record is written with a synchronous `O_DSYNC` write and this returns null — durable on return, with
+   * no hand-off to libuv's thread pool and back (two thread wake-ups per write). Otherwise it returns
    * `persist()`'s promise.
    */
-  persistInline(request: PersistRequest, inline = true): Promise<void> | null {
+  persistInline(request: PersistRequest): Promise<void> | null {
+    return this.write(request, true);
+  }
+
+  private write(request: PersistRequest, inline: boolean): Promise<void> | null {
     const failed = this.refuse();
     if (failed) return failed;
     const projection = this.ready();
@@ -424,8 +430,7 @@ export class LevelStorage {
 
   /** `writeBatch` for one synced call on an idle disk, on this thread: null once durable. */
   private writeNow(wal: WalFile, ops: readonly BatchOp[]): Promise<void> | null {
-    let bytes = 0;
-    for (const op of ops) bytes += op.key.byteLength + (op.type === 'put' ? op.value.byteLength : 0);
+    const bytes = opsBytes(ops);
     // Large (a follower catching up): the pool writes it, as `persist()` would. Checked before the log
     // plans a record, which takes the record's place in the log for good.
     if (bytes > storageLimits.inlineRecordBytesMax) return this.enqueue(ops, true, true);
@@ -436,16 +441,11 @@ export class LevelStorage {
     try {
       wal.writeSync(record);
     } catch (cause) {
-      this.failure = new StorageWriteFailedError(`storage: batch write failed in ${this.db.location}`, {
-        cause,
-      });
+      this.failure = this.writeFailure(cause);
       throw this.failure;
     }
     this.counters.walRecordsWritten += 1;
-    this.counters.batchesWritten += 1;
-    this.counters.syncsWritten += 1;
-    this.counters.callsWritten += 1;
-    this.counters.bytesWritten += bytes;
+    this.countWritten(1, bytes, true);
     return null;
   }
 
@@ -707,10 +707,6 @@ export class LevelStorage {
     if (this.closing) throw new StorageClosedError('storage: closed');
   }
 
-  /**
-   * Queues one call's operations. They always go into a single batch (a call is atomic); calls join the
-   * newest waiting batch until it holds `batchBytesMax`.
-   */
   /** `callOps` behind the commit-only hard state waiting for the next batch, if one waits (see persist). */
   private withLazyHardState(callOps: readonly BatchOp[]): readonly BatchOp[] {
     if (this.lazyHardState === null) return callOps;
@@ -722,10 +718,13 @@ export class LevelStorage {
     return ops;
   }
 
+  /**
+   * Queues one call's operations. They always go into a single batch (a call is atomic); calls join the
+   * newest waiting batch until it holds `batchBytesMax`.
+   */
   private enqueue(callOps: readonly BatchOp[], sync = true, startNow = false): Promise<void> {
     const ops = this.withLazyHardState(callOps);
-    let bytes = 0;
-    for (const op of ops) bytes += op.key.byteLength + (op.type === 'put' ? op.value.byteLength : 0);
+    const bytes = opsBytes(ops);
     if (ops.length === 0) {
       // Nothing to write, but "resolves when durable" must still mean "after everything before it".
       const tail = this.queue.at(-1) ?? this.inFlight;
@@ -764,10 +763,7 @@ export class LevelStorage {
         return;
       }
       this.inFlight = null;
-      this.counters.batchesWritten += 1;
-      if (this.sync && batch.sync) this.counters.syncsWritten += 1;
-      this.counters.callsWritten += batch.calls;
-      this.counters.bytesWritten += batch.bytes;
+      this.countWritten(batch.calls, batch.bytes, this.sync && batch.sync);
       for (const waiter of batch.waiters) waiter.resolve();
     }
     this.finishDrain();
@@ -822,9 +818,7 @@ export class LevelStorage {
     this.laggingTimer = setTimeout(() => {
       this.laggingTimer = null;
       this.flushLagging([], false).catch((cause: unknown) => {
-        this.failure ??= new StorageWriteFailedError(`storage: batch write failed in ${this.db.location}`, {
-          cause,
-        });
+        this.failure ??= this.writeFailure(cause);
       });
     }, delayMs);
     this.laggingTimer.unref();
@@ -850,12 +844,22 @@ export class LevelStorage {
 
   /** A failed write leaves the disk in an unknown state: fail this and every later call, for good. */
   private fail(batch: PendingBatch, cause: unknown): void {
-    this.failure = new StorageWriteFailedError(`storage: batch write failed in ${this.db.location}`, {
-      cause,
-    });
+    this.failure = this.writeFailure(cause);
     const failed = [batch, ...this.queue.splice(0)];
     for (const pending of failed) for (const waiter of pending.waiters) waiter.reject(this.failure);
     this.finishDrain();
+  }
+
+  private writeFailure(cause: unknown): StorageWriteFailedError {
+    return new StorageWriteFailedError(`storage: batch write failed in ${this.db.location}`, { cause });
+  }
+
+  /** One batch written: `calls` persist calls, `bytes` of keys and values, fsynced or not. */
+  private countWritten(calls: number, bytes: number, synced: boolean): void {
+    this.counters.batchesWritten += 1;
+    if (synced) this.counters.syncsWritten += 1;
+    this.counters.callsWritten += calls;
+    this.counters.bytesWritten += bytes;
   }
 
   private finishDrain(): void {
@@ -976,6 +980,13 @@ export class LevelStorage {
  * sync log), so a crash can drop it, or a replay of earlier records overwrite it — leaving an older commit
  * index, which (1) allows — but never leave it ahead of the entries it covers.
  */
+/** The bytes of keys and values in `ops`: what batches and the lagging list are bounded by. */
+function opsBytes(ops: readonly BatchOp[]): number {
+  let bytes = 0;
+  for (const op of ops) bytes += op.key.byteLength + (op.type === 'put' ? op.value.byteLength : 0);
+  return bytes;
+}
+
 function needsSync(request: PersistRequest, previous: HardState): boolean {
   if (request.snapshot !== null || request.entries.length > 0) return true;
   const next = request.hardState;
