@@ -1,7 +1,6 @@
 #!/usr/bin/env node
-// The `raftlock` command. raftlock runs from its TypeScript sources (no build step): register tsx's
-// loader in this process, then hand over to the CLI.
-import { register } from 'tsx/esm/api';
+// The `raftlock` command. raftlock runs from its TypeScript sources (no build step): register the loader
+// that strips their types (ts-loader.js), then hand over to the CLI.
+import './ts-loader.js';
 
-register();
 await import('../src/cli/main.ts');

@@ -23,7 +23,7 @@ export const clusterUsage = `raftlock cluster up [--nodes 3|5|7] [--base-port 74
   Node options after "--" are passed to every \`raftlock start\` (e.g. -- --snapshot-every 100).`;
 
 const mainPath = fileURLToPath(new URL('./main.ts', import.meta.url));
-const tsxLoader = import.meta.resolve('tsx');
+const tsLoader = fileURLToPath(new URL('../../bin/ts-loader.js', import.meta.url));
 
 interface ClusterNode {
   readonly id: string;
@@ -89,7 +89,7 @@ export function ensureDevCertificates(dataDir: string, ids: readonly string[]): 
 
 /** The command line that runs one node of a cluster file (used by cluster up and the tests). */
 export function nodeCommand(clusterFile: string, id: string, extra: readonly string[]): string[] {
-  return ['--import', tsxLoader, mainPath, 'start', '--config', clusterFile, '--node', id, ...extra];
+  return ['--import', tsLoader, mainPath, 'start', '--config', clusterFile, '--node', id, ...extra];
 }
 
 export async function runClusterUp(argv: readonly string[]): Promise<number> {
