@@ -256,6 +256,8 @@ type SessionState = 'connected' | 'reconnecting' | 'closed';
 
 const CONNECTION: SessionLockScope = 'UNLOCK_ON_CONNECTION_LOSS';
 
+const noCleanup = (): void => {};
+
 export class Session extends EventEmitter<SessionEvents> {
   private state: SessionState = 'connected';
   /** close() was called: the locks it releases are not reported as lost. */
@@ -350,31 +352,38 @@ export class Session extends EventEmitter<SessionEvents> {
         timeoutMs: options.timeoutMs,
         resolve,
         reject,
-        cleanup: () => {},
+        cleanup: noCleanup,
       };
-      const clears: (() => void)[] = [];
-      if (options.timeoutMs !== undefined) {
-        const timeoutMs = options.timeoutMs;
-        const timer = setTimeout(
-          () => this.abandon(call, new TimeoutError(`lock ${name}: no grant within ${timeoutMs} ms`)),
-          timeoutMs,
-        );
-        clears.push(() => clearTimeout(timer));
-      }
-      if (options.signal !== undefined) {
-        const signal = options.signal;
-        const onAbort = () =>
-          this.abandon(call, new AbortedError(`lock ${name} aborted`, { cause: signal.reason }));
-        signal.addEventListener('abort', onAbort, { once: true });
-        clears.push(() => signal.removeEventListener('abort', onAbort));
-      }
-      call.cleanup = () => {
-        for (const clear of clears) clear();
-      };
+      if (options.timeoutMs !== undefined || options.signal !== undefined)
+        call.cleanup = this.armAbandon(call, options);
       this.lockCalls.set(requestNo, call);
       // While reconnecting, resync() sends every lock call once the session is back.
       if (this.state === 'connected') this.sendLock(call);
     });
+  }
+
+  /** The timer and abort listener that abandon `call` (S14); returns what removes them. */
+  private armAbandon(call: LockCall, options: LockOptions): () => void {
+    const name = call.name;
+    const clears: (() => void)[] = [];
+    if (options.timeoutMs !== undefined) {
+      const timeoutMs = options.timeoutMs;
+      const timer = setTimeout(
+        () => this.abandon(call, new TimeoutError(`lock ${name}: no grant within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      clears.push(() => clearTimeout(timer));
+    }
+    if (options.signal !== undefined) {
+      const signal = options.signal;
+      const onAbort = () =>
+        this.abandon(call, new AbortedError(`lock ${name} aborted`, { cause: signal.reason }));
+      signal.addEventListener('abort', onAbort, { once: true });
+      clears.push(() => signal.removeEventListener('abort', onAbort));
+    }
+    return () => {
+      for (const clear of clears) clear();
+    };
   }
 
   /** Closes the session: the cluster releases its locks and withdraws its waits (S11). */
@@ -497,12 +506,24 @@ export class Session extends EventEmitter<SessionEvents> {
 
   private request(body: RequestBody, resend: boolean): Promise<ResultBody> {
     if (this.state === 'closed') return Promise.reject(new SessionClosedError('session is closed'));
-    return new Promise<ResultBody>((resolve, reject) => {
-      const id = this.nextId++;
-      const pending: PendingRequest = { body, resolve, reject, resend, sentAtMs: now() };
-      this.requests.set(id, pending);
-      if (this.state === 'connected') this.sendRequest(id, pending);
-    });
+    return new Promise<ResultBody>((resolve, reject) => this.send(body, resend, resolve, reject));
+  }
+
+  /**
+   * `request()` with callbacks, for this class's own calls: they run as the answer is read, in the order
+   * of the frames on the wire, with no promise and no microtask between (a lock → unlock loop makes two
+   * requests per cycle). Only while the session is not closed.
+   */
+  private send(
+    body: RequestBody,
+    resend: boolean,
+    resolve: (result: ResultBody) => void,
+    reject: (error: RaftlockError) => void,
+  ): void {
+    const id = this.nextId++;
+    const pending: PendingRequest = { body, resolve, reject, resend, sentAtMs: now() };
+    this.requests.set(id, pending);
+    if (this.state === 'connected') this.sendRequest(id, pending);
   }
 
   private sendRequest(id: number, pending: PendingRequest): void {
@@ -519,7 +540,11 @@ export class Session extends EventEmitter<SessionEvents> {
         this.scheduleExpiry();
       }
     }
-    this.request(
+    if (this.state === 'closed') {
+      this.settleLock(call, new SessionClosedError('session is closed'));
+      return;
+    }
+    this.send(
       {
         op: 'lock',
         requestNo: call.requestNo,
@@ -528,7 +553,6 @@ export class Session extends EventEmitter<SessionEvents> {
         timeoutMs: call.timeoutMs,
       },
       false,
-    ).then(
       (result) => {
         // `waiting`: the grant comes as a notice naming this request number.
         if (result.kind !== 'granted') return;

@@ -490,6 +490,36 @@ describe('ConnectionPool', () => {
     expect(pool.socketCount).toBe(1);
     expect(pool.channelCount).toBe(1);
   });
+
+  it('S6: frames of one message are handled in wire order: a grant answered and then lost in the same message ends up lost', async () => {
+    const { server, pool } = await setup();
+    const firstSocket = server.socket(0);
+    const connecting = connect({ servers: [server.url], principal: 'p', password: 'x', pool });
+    const socket = await firstSocket;
+    const [hello] = await socket.next();
+    socket.send([hello!.channel, encodeServer(welcome(1, false))]);
+    const session = await connecting;
+    const locking = session.lock('a');
+    const [request] = await socket.next();
+    const frame = decodeClient(request!.payload);
+    expect(frame).toMatchObject({ t: 'req', op: 'lock', name: 'a' });
+    const lost = new Promise<unknown[]>((resolve) => session.once('lockLost', (...args) => resolve(args)));
+    // The grant's answer, then (the same step on the node: the session's grant ended at once) its loss.
+    const answer: ServerFrame = {
+      t: 'res',
+      id: (frame as { id: number }).id,
+      ok: true,
+      result: { kind: 'granted', name: 'a', sequence: 7, scope: 'UNLOCK_ON_SESSION_LOSS', held: true },
+    };
+    const notice: ServerFrame = { t: 'notice', notice: 'lost', name: 'a', sequence: 7, reason: 'released' };
+    socket.send([hello!.channel, encodeServer(answer)], [hello!.channel, encodeServer(notice)]);
+    const lock = await locking;
+    expect(lock.getSequence()).toBe(7);
+    expect(lock.isOwned()).toBe(false);
+    const [lostLock, reason] = await lost;
+    expect(lostLock).toBe(lock);
+    expect(reason).toBe('released');
+  });
 });
 
 function decodeClient(payload: Uint8Array): ClientFrame {
