@@ -3,10 +3,10 @@
 // restart with its data, RSS — and the client adapter the workloads drive.
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { nodeCommand } from '../src/cli/cluster-up.ts';
 import { fetchStatus } from '../src/cli/status.ts';
@@ -45,6 +45,16 @@ export interface RaftlockClusterOptions {
 }
 
 const ownCliMain = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const ownLoader = fileURLToPath(new URL('../bin/ts-loader.js', import.meta.url));
+
+/**
+ * The TypeScript loader another checkout's nodes run through: its own `bin/ts-loader.js`, or tsx for a
+ * checkout from before it had one — so a "before" column measures that checkout as it ran.
+ */
+function loaderOf(cliMain: string): string {
+  const own = join(dirname(cliMain), '..', '..', 'bin', 'ts-loader.js');
+  return existsSync(own) ? own : import.meta.resolve('tsx');
+}
 
 interface NodePlan {
   readonly id: string;
@@ -105,9 +115,11 @@ export class RaftlockCluster implements BenchCluster {
     ];
     const verbose = this.options.verbose ?? process.env.RAFTLOCK_BENCH_VERBOSE !== undefined;
     const cliMain = this.options.cliMain;
-    const command = nodeCommand(this.file, this.plan[i]!.id, extra).map((arg) =>
-      cliMain !== undefined && arg === ownCliMain ? cliMain : arg,
-    );
+    const command = nodeCommand(this.file, this.plan[i]!.id, extra).map((arg) => {
+      if (cliMain === undefined) return arg;
+      if (arg === ownCliMain) return cliMain;
+      return arg === ownLoader ? loaderOf(cliMain) : arg;
+    });
     const child = spawn(process.execPath, [...(this.options.nodeFlags ?? []), ...command], {
       cwd: this.dir,
       stdio: ['ignore', 'ignore', verbose ? 'inherit' : 'ignore'],
