@@ -54,6 +54,11 @@ export const membershipLimits = {
   confChangeWaitTicks: 100,
   /** Ticks between two promotion checks on the leader. */
   promotionCheckTicks: 5,
+  /**
+   * Election timeouts for which a majority of the other voters must have refused this node's links as
+   * "not a member" (and accepted none since) before it concludes it was removed while it was down.
+   */
+  removedAwayElectionTimeouts: 10,
 } as const;
 
 const memberIdPattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
@@ -312,6 +317,11 @@ export class Membership {
   /** The conf and directory version the transport's peer set was last built from. */
   private peersKey = '';
   private removed = false;
+  /**
+   * Peers that refused our link to them as "not a member" (transport `onPeerVerdict`), with the tick of
+   * the first such refusal since they last accepted the link.
+   */
+  private readonly refusedSince = new Map<NodeId, number>();
 
   constructor(options: MembershipOptions) {
     this.options = options;
@@ -428,9 +438,45 @@ export class Membership {
     }
   }
 
+  /** A peer accepted our link to it (member) or refused it because we are not in its configuration. */
+  onPeerVerdict(peer: NodeId, member: boolean): void {
+    if (member) this.refusedSince.delete(peer);
+    else if (!this.refusedSince.has(peer)) this.refusedSince.set(peer, this.ticks);
+  }
+
+  /**
+   * A node removed while it was down never applies its own removal: the leader no longer replicates to
+   * it, and every member refuses its links. Once a majority of the other voters of its configuration
+   * have refused it as "not a member" for `removedAwayElectionTimeouts` election timeouts, accepting
+   * none since, it stops as a removed node. A majority cannot all be behind on the change: the removal
+   * committed on a majority of the configuration that still held this node, and a member that had not
+   * yet applied an addition of this node would accept it once it did.
+   */
+  private checkRemovedWhileAway(): void {
+    if (this.removed || this.refusedSince.size === 0) return;
+    const id = this.host.id;
+    const conf = this.host.status().conf;
+    if (!conf.voters.includes(id) && !conf.learners.includes(id)) return;
+    const others = conf.voters.filter((voter) => voter !== id);
+    if (others.length === 0) return;
+    const ticksMin = membershipLimits.removedAwayElectionTimeouts * this.options.electionTimeoutTicks;
+    const refusing = others.filter((voter) => {
+      const since = this.refusedSince.get(voter);
+      return since !== undefined && this.ticks - since >= ticksMin;
+    });
+    if (refusing.length < Math.floor(others.length / 2) + 1) return;
+    this.removed = true;
+    this.log.warn(
+      { event: 'member_removed', refusedBy: refusing, voters: conf.voters },
+      'a majority of the other voters refuse this node as not a member: it was removed while it was down; it stops',
+    );
+    this.host.onRemoved();
+  }
+
   tick(): void {
     this.ticks++;
     if (!this.removed) this.refreshPeers();
+    this.checkRemovedWhileAway();
     for (const waiter of this.confWaiters) waiter.ticksLeft.value--;
     const late = this.confWaiters.filter((waiter) => waiter.ticksLeft.value <= 0);
     if (late.length > 0) {

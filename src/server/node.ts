@@ -365,6 +365,9 @@ export class RaftlockNode {
       });
       this.scheduleTurn();
     });
+    this.transport.onPeerVerdict((peer, member) => {
+      if (!this.stopped) this.membership.onPeerVerdict(peer, member);
+    });
     this.transport.onPeerDisconnected((peer) => {
       if (this.stopped) return;
       this.core.reportUnreachable(peer);

@@ -139,7 +139,12 @@ export interface TransportStats {
 export type MessagesHandler = (messages: Message[], from: NodeId) => void;
 /** Application messages of one frame, in order, all from `from`; bodies are unchecked bytes. */
 export type AppMessagesHandler = (messages: AppMessage[], from: NodeId) => void;
+/** The close reason a node gives a peer outside its configuration (with `PeerCloseCode.unknownPeer`). */
+export const notMemberReason = 'not a member';
+
 export type PeerHandler = (peer: NodeId) => void;
+/** A peer's verdict on our link to it: it took us as a member (link up), or refused us as none. */
+export type PeerVerdictHandler = (peer: NodeId, member: boolean) => void;
 
 /** The options cannot work (short secret, bad id): an operator's mistake, reported before anything starts. */
 export class TransportConfigError extends RaftlockError {
@@ -226,6 +231,7 @@ export class PeerTransport {
   private readonly messageHandlers = new Set<MessagesHandler>();
   private readonly appHandlers = new Set<AppMessagesHandler>();
   private readonly disconnectHandlers = new Set<PeerHandler>();
+  private readonly verdictHandlers = new Set<PeerVerdictHandler>();
   /** The welcome proof each dial socket expects, computed when we answered its challenge. */
   private readonly pendingWelcome = new WeakMap<WebSocket, Uint8Array>();
   private readonly pingTimer: NodeJS.Timeout;
@@ -403,6 +409,15 @@ export class PeerTransport {
   onPeerDisconnected(handler: PeerHandler): () => void {
     this.disconnectHandlers.add(handler);
     return () => this.disconnectHandlers.delete(handler);
+  }
+
+  /**
+   * Called when a peer accepts the link we dial to it (true), and when it refuses that link because we
+   * are not a member of its configuration (false): what a node removed while it was down hears.
+   */
+  onPeerVerdict(handler: PeerVerdictHandler): () => void {
+    this.verdictHandlers.add(handler);
+    return () => this.verdictHandlers.delete(handler);
   }
 
   /** Whether messages sent to this peer now can go out (an authenticated sending link is up). */
@@ -679,7 +694,7 @@ export class PeerTransport {
     if (hello.to !== this.id)
       return { ok: false, code: PeerCloseCode.unknownPeer, reason: 'hello for another node' };
     const peer = this.peers.get(hello.from);
-    if (peer === undefined) return { ok: false, code: PeerCloseCode.unknownPeer, reason: 'not a member' };
+    if (peer === undefined) return { ok: false, code: PeerCloseCode.unknownPeer, reason: notMemberReason };
     const input: ProofInput = {
       cluster: this.clusterId,
       from: hello.from,
@@ -857,6 +872,7 @@ export class PeerTransport {
         peer.dialAttempt = 0;
         peer.counters.receiveLinksUp += 1;
         this.log({ level: 'info', event: 'peer_receive_link_up', peer: peer.id });
+        for (const handler of this.verdictHandlers) handler(peer.id, true);
         return;
       }
       case 'open':
@@ -928,6 +944,8 @@ export class PeerTransport {
     if (refused && !peer.dialClosedLocally) {
       if (code === PeerCloseCode.authFailed) peer.counters.authFailures += 1;
       this.log({ level: 'warn', event: 'peer_refused_us', peer: peer.id, code, detail: reason });
+      if (code === PeerCloseCode.unknownPeer && reason === notMemberReason)
+        for (const handler of this.verdictHandlers) handler(peer.id, false);
     }
     if (wasOpen) {
       this.log({ level: 'info', event: 'peer_receive_link_down', peer: peer.id, code, detail: reason });

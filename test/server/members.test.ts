@@ -243,6 +243,52 @@ function fakeMembership(id: string): { membership: Membership; host: FakeHost } 
   return { membership, host };
 }
 
+describe('C5: a node removed while it was down', () => {
+  const away = membershipLimits.removedAwayElectionTimeouts * 10; // fakeMembership: 10 ticks each
+  const ticks = (membership: Membership, count: number) => {
+    for (let i = 0; i < count; i++) membership.tick();
+  };
+
+  it('C5: stops once a majority of the other voters have refused it as not a member for ten election timeouts', () => {
+    const { membership, host } = fakeMembership('n5');
+    host.role = 'follower';
+    host.conf = { voters: ['n1', 'n2', 'n3', 'n4', 'n5'], learners: [] };
+    // Two of the four others refuse: not a majority of them, however long.
+    membership.onPeerVerdict('n1', false);
+    membership.onPeerVerdict('n2', false);
+    ticks(membership, away * 3);
+    expect(host.removedCalls).toBe(0);
+    // A third refuses: removed once its refusal too has lasted the whole time, not before.
+    membership.onPeerVerdict('n3', false);
+    ticks(membership, away - 1);
+    expect(host.removedCalls).toBe(0);
+    // Refusing again does not restart the count; the next tick completes it.
+    membership.onPeerVerdict('n3', false);
+    ticks(membership, 1);
+    expect(host.removedCalls).toBe(1);
+    ticks(membership, away);
+    expect(host.removedCalls).toBe(1);
+  });
+
+  it('C5: a link accepted since clears the refusal; a node outside its own configuration never concludes', () => {
+    const { membership, host } = fakeMembership('n3');
+    host.role = 'follower';
+    membership.onPeerVerdict('n1', false);
+    membership.onPeerVerdict('n2', false);
+    ticks(membership, away - 1);
+    // n2 applied the change that added us after all: its refusal no longer counts.
+    membership.onPeerVerdict('n2', true);
+    ticks(membership, away * 2);
+    expect(host.removedCalls).toBe(0);
+    // A node joining (not yet in the configuration it knows) is refused by everyone until it is added.
+    const joining = fakeMembership('n9');
+    joining.host.role = 'follower';
+    for (const peer of ['n1', 'n2', 'n3']) joining.membership.onPeerVerdict(peer, false);
+    ticks(joining.membership, away * 2);
+    expect(joining.host.removedCalls).toBe(0);
+  });
+});
+
 describe('C5: the leader decides membership requests', () => {
   it('C5: bad requests get typed errors and propose nothing', async () => {
     const { membership, host } = fakeMembership('n1');

@@ -3,7 +3,7 @@
 // needs no second join, a founder learns the new member's address from disk — while sessions lock and
 // unlock. At the end the lock history has no anomaly and every replica converges.
 
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -97,4 +97,19 @@ describe('replacing and restarting members (C5)', () => {
       names,
     );
   }, 30_000);
+
+  it('C5: a node removed while it was down stops when it comes back: a majority of its voters refuse it', async () => {
+    // n3 was killed, then removed; its data directory still says n1–n3. Every member refuses its links
+    // as "not a member"; after ten election timeouts of that it stops as a removed node would.
+    cluster.start('n3');
+    const child = cluster.node('n3').process!;
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (exit) => resolve(exit)));
+    expect(code).toBe(0);
+    const log = logOf('n3');
+    expect(log).toMatch(/"event":"peer_refused_us"[^\n]*"detail":"not a member"/);
+    expect(log).toMatch(/"event":"member_removed"[^\n]*"refusedBy":\["n1","n2"\]/);
+    expect(existsSync(join(cluster.dir, 'n3', 'removed'))).toBe(true);
+    // The cluster went on without it.
+    await waitForMembers(cluster, ['n1', 'n2', 'n4'], 5_000);
+  }, 40_000);
 });
