@@ -89,7 +89,8 @@ const only = new Set((values.only ?? 'W1,W2,W3,W4,W5').toUpperCase().split(','))
 const w5Sessions = short ? 10_000 : 100_000;
 const w5LocksPerSession = 10;
 const jsonPath = values.json ?? 'bench-results.json';
-const chartPath = values.chart ?? (short ? undefined : 'docs/benchmarks.svg');
+// The committed chart is a full run's: a short or partial (--only) run writes one only when asked.
+const chartPath = values.chart ?? (short || values.only !== undefined ? undefined : 'docs/benchmarks.svg');
 
 let withEtcd = false;
 let etcdLabel: string | null = null;
