@@ -8,6 +8,7 @@ import {
   checkNodeConfig,
   type DiskWrites,
   defaultReconnectionWindowMs,
+  diskWritesDefault,
   defaultUsers,
   diskWritesModes,
   type MemberConfig,
@@ -218,7 +219,7 @@ export function parseStartArgs(argv: readonly string[]): {
     reconnectionWindowMs: reconnectionWindowMs ?? defaultReconnectionWindowMs,
     timing: { ...nodeTimingDefaults, ...timing },
     sync: sync ?? true,
-    diskWrites: diskWrites ?? 'inline',
+    diskWrites: diskWrites ?? diskWritesDefault,
     joining: values.join !== undefined,
   });
   if (values.join === undefined) return { config, logFormat, logLevel };

@@ -128,6 +128,7 @@ export interface NodeConfigOverrides {
 /** `inline`: synced writes block the event loop (fastest); `pool`: libuv's thread pool does them. */
 export type DiskWrites = 'inline' | 'pool';
 export const diskWritesModes: readonly DiskWrites[] = ['inline', 'pool'];
+export const diskWritesDefault: DiskWrites = 'inline';
 
 /** The config of node `id` of a cluster file; relative data dirs resolve against the file's folder. */
 export function nodeConfigFromClusterFile(
@@ -183,7 +184,7 @@ export function nodeConfigFromClusterFile(
     reconnectionWindowMs: overrides.reconnectionWindowMs ?? fileWindow ?? defaultReconnectionWindowMs,
     timing: { ...nodeTimingDefaults, ...fileTiming, ...overrides.timing },
     sync: overrides.sync ?? true,
-    diskWrites: overrides.diskWrites ?? 'inline',
+    diskWrites: overrides.diskWrites ?? diskWritesDefault,
   });
 }
 

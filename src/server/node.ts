@@ -73,7 +73,7 @@ import type { LevelStorage } from '../storage/level-storage.ts';
 import type { PeerTransport } from '../transport/peer-transport.ts';
 import type { AppMessage } from '../transport/validate-message.ts';
 import { nodeClock } from './clock.ts';
-import type { DiskWrites } from './config.ts';
+import { type DiskWrites, diskWritesDefault } from './config.ts';
 import { serverLimits } from './limits.ts';
 import { HeldReporter, LivenessClock, SessionDirectory } from './liveness.ts';
 import type { Logger } from './log.ts';
@@ -302,7 +302,7 @@ export class RaftlockNode {
     this.id = options.id;
     this.timing = options.timing;
     this.storage = options.storage;
-    this.diskWrites = options.diskWrites ?? 'inline';
+    this.diskWrites = options.diskWrites ?? diskWritesDefault;
     this.transport = options.transport;
     this.log = options.log;
     this.onFatal = options.onFatal;

@@ -88,7 +88,7 @@ export async function startServer(
     transport,
     state,
     timing: config.timing,
-    diskWrites: config.diskWrites ?? 'inline',
+    diskWrites: config.diskWrites,
     log,
     onFatal,
     directory,

@@ -437,13 +437,13 @@ export class LevelStorage {
     const record = wal.record(ops);
     // Too large for what is left of the log: the queued path syncs LevelDB and starts a new pass.
     if (record === null) return this.enqueue(ops, true, true);
-    this.defer(ops, bytes);
     try {
       wal.writeSync(record);
     } catch (cause) {
       this.failure = this.writeFailure(cause);
       throw this.failure;
     }
+    this.defer(ops, bytes);
     this.counters.walRecordsWritten += 1;
     this.countWritten(1, bytes, true);
     return null;
@@ -969,6 +969,13 @@ export class LevelStorage {
   }
 }
 
+/** The bytes of keys and values in `ops`: what batches and the lagging list are bounded by. */
+function opsBytes(ops: readonly BatchOp[]): number {
+  let bytes = 0;
+  for (const op of ops) bytes += op.key.byteLength + (op.type === 'put' ? op.value.byteLength : 0);
+  return bytes;
+}
+
 /**
  * Whether a persist call needs its own fsync. Everything does except a call that only moves the commit
  * index (etcd raft's `MustSync`): no entries, no snapshot, term and vote unchanged. That is safe because
@@ -980,13 +987,6 @@ export class LevelStorage {
  * sync log), so a crash can drop it, or a replay of earlier records overwrite it — leaving an older commit
  * index, which (1) allows — but never leave it ahead of the entries it covers.
  */
-/** The bytes of keys and values in `ops`: what batches and the lagging list are bounded by. */
-function opsBytes(ops: readonly BatchOp[]): number {
-  let bytes = 0;
-  for (const op of ops) bytes += op.key.byteLength + (op.type === 'put' ? op.value.byteLength : 0);
-  return bytes;
-}
-
 function needsSync(request: PersistRequest, previous: HardState): boolean {
   if (request.snapshot !== null || request.entries.length > 0) return true;
   const next = request.hardState;
